@@ -1,0 +1,465 @@
+//! keel's own command line and environment: `keel [OPTIONS] [--] CMD [ARGS...]`.
+//!
+//! Owns: turning argv and `KEEL_*` variables into a [`Plan`], or a one-line usage error.
+//! Must not: touch the OS (the environment is passed in, so tests need no process state).
+//!
+//! Options stop at the first non-option (so `keel sh -c 'x'` works without `--`). Every
+//! option has an environment variable because `docker run --init` cannot pass flags; a flag
+//! overrides its variable, and list options (`--rewrite`, `--remap-exit`) add to it.
+
+use crate::duration;
+use crate::plan::{ForwardTo, Plan};
+use crate::signals;
+use std::ffi::OsString;
+use std::fmt;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run a plan, with this log setting.
+    Run(Box<Plan>, LogSetting),
+    /// Print help and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// How verbose keel is: `-v` counts, or `KEEL_LOG`'s filter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSetting {
+    /// Number of `-v` flags (each raises the level one step from `warn`).
+    pub verbose: u8,
+    /// `KEEL_LOG`: a level (`error`..`trace`, `off`) or an env_logger filter.
+    pub filter: Option<String>,
+}
+
+/// A command-line or environment error: nothing was started; keel exits 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (see 'keel --help')", self.0)
+    }
+}
+
+/// The help text.
+pub const HELP: &str = "\
+keel - a tiny init for containers: runs CMD as its child, forwards signals, reaps zombies,
+drains leftover processes, and exits with CMD's exit code.
+
+Usage: keel [OPTIONS] [--] CMD [ARGS...]
+
+Options (each has an environment variable; a flag overrides it):
+  -g, --process-group       forward signals to CMD's whole process group    KEEL_PROCESS_GROUP=1
+  -r, --rewrite SRC:DST     forward DST when SRC arrives; DST 0 drops SRC   KEEL_REWRITE=TERM:QUIT,USR2:0
+                            (names like TERM, SIGTERM, RTMIN+1, or numbers; repeatable)
+  -e, --remap-exit FROM:TO  exit TO when CMD's exit code is FROM; repeatable KEEL_REMAP_EXIT=143:0
+      --grace DURATION      after CMD exits: stop signal to what is left,    KEEL_GRACE=3s
+                            SIGKILL after DURATION (default 3s; 0 = exit at once)
+      --stop-timeout DURATION
+                            SIGKILL CMD if it has not exited DURATION after  KEEL_STOP_TIMEOUT=10s
+                            a TERM/INT/QUIT/HUP/PWR reached it (default: none)
+  -v, --verbose             more diagnostics on stderr; repeat for more     KEEL_LOG=info|debug|trace
+  -h, --help                print this help
+  -V, --version             print the version
+
+Durations: 500ms, 3s, 1m, 1m30s, or a bare number of seconds.
+
+Exit status: CMD's exit code, or 128+N when CMD was killed by signal N (then --remap-exit);
+  126 CMD found but not executable; 127 CMD not found; 2 bad usage (nothing started);
+  1 keel could not set itself up (e.g. fork failed).
+";
+
+/// The version line.
+pub fn version_line() -> String {
+    format!("keel {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Parse `args` (without argv[0]) with environment lookup `env`.
+pub fn parse(
+    args: &[OsString],
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Command, UsageError> {
+    let mut plan = Plan::single(Vec::new());
+    let mut log = LogSetting::default();
+    apply_env(&mut plan, &mut log, env)?;
+
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy();
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            break;
+        }
+        i += 1;
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let flag = format!("--{name}");
+            let mut value = || -> Result<String, UsageError> {
+                if let Some(v) = inline.clone() {
+                    return Ok(v);
+                }
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| UsageError(format!("{flag} needs a value")))?;
+                i += 1;
+                Ok(v.to_string_lossy().into_owned())
+            };
+            match name {
+                "process-group" => plan.forward_to = ForwardTo::Group,
+                "rewrite" => rewrite(&mut plan, &value()?, &flag)?,
+                "remap-exit" => remap(&mut plan, &value()?, &flag)?,
+                "grace" => plan.grace = dur(&value()?, &flag)?,
+                "stop-timeout" => plan.stop_timeout = stop_timeout(&value()?, &flag)?,
+                "verbose" => log.verbose = log.verbose.saturating_add(1),
+                "help" => return Ok(Command::Help),
+                "version" => return Ok(Command::Version),
+                _ => return Err(UsageError(format!("unknown option '--{name}'"))),
+            }
+            if inline.is_some() && matches!(name, "process-group" | "verbose" | "help" | "version")
+            {
+                return Err(UsageError(format!("--{name} takes no value")));
+            }
+            continue;
+        }
+        // Short options, bundled (-gv) or with an attached value (-rTERM:QUIT).
+        let shorts: Vec<char> = arg[1..].chars().collect();
+        let mut j = 0;
+        while j < shorts.len() {
+            let c = shorts[j];
+            j += 1;
+            match c {
+                'g' => plan.forward_to = ForwardTo::Group,
+                'v' => log.verbose = log.verbose.saturating_add(1),
+                'h' => return Ok(Command::Help),
+                'V' => return Ok(Command::Version),
+                'r' | 'e' => {
+                    let flag = format!("-{c}");
+                    let v: String = if j < shorts.len() {
+                        let v = shorts[j..].iter().collect();
+                        j = shorts.len();
+                        v
+                    } else {
+                        let v = args
+                            .get(i)
+                            .ok_or_else(|| UsageError(format!("{flag} needs a value")))?;
+                        i += 1;
+                        v.to_string_lossy().into_owned()
+                    };
+                    if c == 'r' {
+                        rewrite(&mut plan, &v, &flag)?;
+                    } else {
+                        remap(&mut plan, &v, &flag)?;
+                    }
+                }
+                _ => return Err(UsageError(format!("unknown option '-{c}'"))),
+            }
+        }
+    }
+    let argv: Vec<OsString> = args[i.min(args.len())..].to_vec();
+    if argv.is_empty() {
+        return Err(UsageError(
+            "no command given: keel [OPTIONS] [--] CMD [ARGS...]".into(),
+        ));
+    }
+    if argv[0].is_empty() {
+        return Err(UsageError("the command is an empty string".into()));
+    }
+    let rest = std::mem::replace(&mut plan, Plan::single(argv));
+    plan.forward_to = rest.forward_to;
+    plan.rewrite = rest.rewrite;
+    plan.remap_exit = rest.remap_exit;
+    plan.grace = rest.grace;
+    plan.stop_timeout = rest.stop_timeout;
+    Ok(Command::Run(Box::new(plan), log))
+}
+
+fn apply_env(
+    plan: &mut Plan,
+    log: &mut LogSetting,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(), UsageError> {
+    let get = |name: &str| -> Option<String> {
+        env(name)
+            .map(|v| v.to_string_lossy().trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(v) = get("KEEL_PROCESS_GROUP")
+        && boolean(&v, "KEEL_PROCESS_GROUP")?
+    {
+        plan.forward_to = ForwardTo::Group;
+    }
+    if let Some(v) = get("KEEL_REWRITE") {
+        for item in list(&v) {
+            rewrite(plan, item, "KEEL_REWRITE")?;
+        }
+    }
+    if let Some(v) = get("KEEL_REMAP_EXIT") {
+        for item in list(&v) {
+            remap(plan, item, "KEEL_REMAP_EXIT")?;
+        }
+    }
+    if let Some(v) = get("KEEL_GRACE") {
+        plan.grace = dur(&v, "KEEL_GRACE")?;
+    }
+    if let Some(v) = get("KEEL_STOP_TIMEOUT") {
+        plan.stop_timeout = stop_timeout(&v, "KEEL_STOP_TIMEOUT")?;
+    }
+    log.filter = get("KEEL_LOG");
+    Ok(())
+}
+
+/// Items of a list variable: separated by commas and/or white space.
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|s| !s.is_empty())
+}
+
+fn boolean(v: &str, what: &str) -> Result<bool, UsageError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(UsageError(format!(
+            "{what}: '{v}' is not a boolean (use 1/0, true/false, yes/no, on/off)"
+        ))),
+    }
+}
+
+fn dur(v: &str, what: &str) -> Result<std::time::Duration, UsageError> {
+    duration::parse(v).map_err(|e| UsageError(format!("{what}: {e}")))
+}
+
+fn stop_timeout(v: &str, what: &str) -> Result<Option<std::time::Duration>, UsageError> {
+    if matches!(v, "none" | "off") {
+        return Ok(None);
+    }
+    let d = dur(v, what)?;
+    Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+fn pair<'a>(v: &'a str, what: &str, shape: &str) -> Result<(&'a str, &'a str), UsageError> {
+    v.split_once(':')
+        .ok_or_else(|| UsageError(format!("{what}: '{v}' is not of the form {shape}")))
+}
+
+fn rewrite(plan: &mut Plan, v: &str, what: &str) -> Result<(), UsageError> {
+    let (src, dst) = pair(v, what, "SRC:DST (e.g. TERM:QUIT, USR1:0)")?;
+    let src = signals::parse(src).map_err(|e| UsageError(format!("{what}: {e}")))?;
+    if !signals::catchable(src) || src == libc::SIGCHLD {
+        return Err(UsageError(format!(
+            "{what}: SIG{} cannot be rewritten (keel never receives KILL/STOP, and CHLD is how it reaps)",
+            signals::name(src)
+        )));
+    }
+    let dst = if dst.trim() == "0" {
+        0
+    } else {
+        signals::parse(dst).map_err(|e| UsageError(format!("{what}: {e}")))?
+    };
+    plan.rewrite.set(src, dst);
+    Ok(())
+}
+
+fn remap(plan: &mut Plan, v: &str, what: &str) -> Result<(), UsageError> {
+    let (from, to) = pair(v, what, "FROM:TO (exit codes 0..255, e.g. 143:0)")?;
+    let code = |s: &str| -> Result<u8, UsageError> {
+        s.trim()
+            .parse::<u8>()
+            .map_err(|_| UsageError(format!("{what}: '{s}' is not an exit code (0..255)")))
+    };
+    plan.remap_exit.set(code(from)?, code(to)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<(Plan, LogSetting), String> {
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        match parse(&args, &|k| env.get(k).cloned()) {
+            Ok(Command::Run(p, l)) => Ok((*p, l)),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn argv(p: &Plan) -> Vec<String> {
+        p.main
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn stops_at_first_non_option_and_after_dashdash() {
+        let (p, _) = run(&["sh", "-c", "exit 3"], &[]).unwrap();
+        assert_eq!(argv(&p), ["sh", "-c", "exit 3"]);
+        let (p, _) = run(&["-g", "--", "-weird", "-g"], &[]).unwrap();
+        assert_eq!(argv(&p), ["-weird", "-g"]);
+        assert_eq!(p.forward_to, ForwardTo::Group);
+        let (p, _) = run(&["--", "--"], &[]).unwrap();
+        assert_eq!(argv(&p), ["--"]);
+        assert_eq!(p.main.name, "--");
+    }
+
+    #[test]
+    fn defaults() {
+        let (p, l) = run(&["true"], &[]).unwrap();
+        assert_eq!(p.forward_to, ForwardTo::Child);
+        assert_eq!(p.grace, Duration::from_secs(3));
+        assert_eq!(p.stop_timeout, None);
+        assert_eq!(l, LogSetting::default());
+        assert_eq!(p.main.name, "true");
+    }
+
+    #[test]
+    fn every_option() {
+        let (p, l) = run(
+            &[
+                "-gvv",
+                "-r",
+                "TERM:QUIT",
+                "-rUSR1:0",
+                "--rewrite=SIGHUP:10",
+                "-e",
+                "143:0",
+                "--remap-exit",
+                "1:2",
+                "--grace",
+                "500ms",
+                "--stop-timeout=1m",
+                "--verbose",
+                "--process-group",
+                "x",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.forward_to, ForwardTo::Group);
+        assert_eq!(l.verbose, 3);
+        assert_eq!(p.rewrite.apply(15), 3);
+        assert_eq!(p.rewrite.apply(10), 0);
+        assert_eq!(p.rewrite.apply(1), 10);
+        assert_eq!(p.remap_exit.apply(143), 0);
+        assert_eq!(p.remap_exit.apply(1), 2);
+        assert_eq!(p.grace, Duration::from_millis(500));
+        assert_eq!(p.stop_timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn environment_and_precedence() {
+        let env = [
+            ("KEEL_PROCESS_GROUP", "yes"),
+            ("KEEL_REWRITE", "TERM:QUIT, USR2:0"),
+            ("KEEL_REMAP_EXIT", "143:0 130:0"),
+            ("KEEL_GRACE", "1s"),
+            ("KEEL_STOP_TIMEOUT", "2s"),
+            ("KEEL_LOG", "debug"),
+        ];
+        let (p, l) = run(&["x"], &env).unwrap();
+        assert_eq!(p.forward_to, ForwardTo::Group);
+        assert_eq!(p.rewrite.apply(15), 3);
+        assert_eq!(p.rewrite.apply(12), 0);
+        assert_eq!(p.remap_exit.apply(130), 0);
+        assert_eq!(p.grace, Duration::from_secs(1));
+        assert_eq!(p.stop_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(l.filter.as_deref(), Some("debug"));
+        // Flags override scalars and add to lists.
+        let (p, _) = run(
+            &[
+                "--grace",
+                "0",
+                "--stop-timeout",
+                "none",
+                "-r",
+                "TERM:INT",
+                "x",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(p.grace, Duration::ZERO);
+        assert_eq!(p.stop_timeout, None);
+        assert_eq!(p.rewrite.apply(15), 2);
+        assert_eq!(p.rewrite.apply(12), 0);
+        // Empty variables are unset.
+        let (p, _) = run(&["x"], &[("KEEL_GRACE", "")]).unwrap();
+        assert_eq!(p.grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (&[], &[], "no command given"),
+            (&["--"], &[], "no command given"),
+            (&["-x", "true"], &[], "unknown option '-x'"),
+            (&["--yolo", "true"], &[], "unknown option '--yolo'"),
+            (&["-r"], &[], "-r needs a value"),
+            (&["--grace"], &[], "--grace needs a value"),
+            (
+                &["--grace", "soon", "x"],
+                &[],
+                "--grace: 'soon' is not a duration",
+            ),
+            (&["-r", "TERM", "x"], &[], "is not of the form SRC:DST"),
+            (&["-r", "FOO:TERM", "x"], &[], "'FOO' is not a signal"),
+            (
+                &["-r", "KILL:TERM", "x"],
+                &[],
+                "SIGKILL cannot be rewritten",
+            ),
+            (
+                &["-r", "CHLD:TERM", "x"],
+                &[],
+                "SIGCHLD cannot be rewritten",
+            ),
+            (&["-e", "300:0", "x"], &[], "'300' is not an exit code"),
+            (&["--verbose=2", "x"], &[], "--verbose takes no value"),
+            (
+                &["x"],
+                &[("KEEL_PROCESS_GROUP", "maybe")],
+                "KEEL_PROCESS_GROUP: 'maybe'",
+            ),
+            (&["x"], &[("KEEL_GRACE", "3 s")], "KEEL_GRACE:"),
+            (&["x"], &[("KEEL_REWRITE", "TERM")], "KEEL_REWRITE:"),
+            (&[""], &[], "empty string"),
+        ];
+        for (args, env, want) in cases {
+            let err = run(args, env).expect_err(&format!("{args:?} {env:?}"));
+            assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+            assert!(err.ends_with("(see 'keel --help')"), "{err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        let args = |a: &[&str]| -> Vec<OsString> { a.iter().map(OsString::from).collect() };
+        let none = |_: &str| None;
+        assert_eq!(parse(&args(&["-h"]), &none), Ok(Command::Help));
+        assert_eq!(parse(&args(&["--help", "x"]), &none), Ok(Command::Help));
+        assert_eq!(parse(&args(&["-V"]), &none), Ok(Command::Version));
+        assert_eq!(parse(&args(&["--version"]), &none), Ok(Command::Version));
+        // After the command, flags belong to the command.
+        assert!(matches!(
+            parse(&args(&["ls", "-h"]), &none),
+            Ok(Command::Run(..))
+        ));
+    }
+}

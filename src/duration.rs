@@ -1,0 +1,106 @@
+//! Durations as users write them: `500ms`, `3s`, `1m`, `1h`, `1m30s`, `2.5s`, a bare number of
+//! seconds. Shared by every front-end (flags, environment, config files).
+
+use std::time::Duration;
+
+/// The longest duration keel accepts (a year): beyond it a typo is likelier than intent, and
+/// it keeps `Instant + Duration` far from overflow.
+pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parse a duration. The error says what is wrong; the caller names the flag or key.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration (write e.g. 500ms, 3s, 1m)".into());
+    }
+    let bad = || format!("'{text}' is not a duration (write e.g. 500ms, 3s, 1m30s, or seconds)");
+    let mut total = 0f64;
+    let mut rest = t;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let scale = match unit {
+            "" if parts == 0 && rest.is_empty() => 1.0,
+            "ms" => 0.001,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "us" => 0.000_001,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        parts += 1;
+    }
+    if !total.is_finite() || total > MAX.as_secs_f64() {
+        return Err(format!("'{text}' is longer than the maximum of 366 days"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Print a duration the way it would be written: `3s`, `500ms`, `1.5s`.
+pub fn display(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert_eq!(parse(" 0.25 "), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            "s",
+            "3x",
+            "-1s",
+            "1.2.3s",
+            "3 s",
+            "1s2",
+            "10000d",
+            "99999999999h",
+            "ms",
+            "1e3",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn displays() {
+        assert_eq!(display(Duration::from_secs(3)), "3s");
+        assert_eq!(display(Duration::from_millis(500)), "500ms");
+        assert_eq!(display(Duration::from_millis(1500)), "1.5s");
+    }
+}

@@ -97,7 +97,8 @@ fn bad_usage_exits_2_with_one_line_and_starts_nothing() {
     let dir = scratch("usage");
     let marker = dir.join("spawned");
     let touch = format!("touch {}", marker.display());
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             &["--bogus", "--", "sh", "-c", &touch],
             &[],

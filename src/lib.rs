@@ -1,15 +1,16 @@
 //! keel: a tiny init for containers.
 //!
-//! The crate is one engine with thin front-ends. A front-end ([`cli`]) turns a command line
-//! and environment into a [`plan::Plan`]; [`runtime`] runs it with one event loop, asking the
-//! pure [`supervisor`] what to do about every signal, exit and timer. See
+//! The crate is one engine with thin front-ends. A front-end ([`frontend`]: keel's own command
+//! line, or tini's, dumb-init's or catatonit's when invoked under their names) turns a command
+//! line and environment into a [`plan::Plan`]; [`runtime`] runs it with one event loop, asking
+//! the pure [`supervisor`] what to do about every signal, exit and timer. See
 //! `docs/ARCHITECTURE.md` for the path of a signal and of a child's exit through the modules.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod cli;
 pub mod duration;
+pub mod frontend;
 pub mod logger;
 pub mod plan;
 pub mod reap;
@@ -19,6 +20,7 @@ pub mod spawn;
 pub mod supervisor;
 pub mod sys;
 
+use plan::{NotPid1, Plan};
 use std::ffi::OsString;
 use std::io::Write;
 
@@ -26,40 +28,38 @@ use std::io::Write;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when keel cannot set itself up (signalfd, epoll, fork).
 pub const EXIT_SETUP: u8 = 1;
+/// keel's license, for the personalities' `-l`/`-L`.
+pub const LICENSE: &str = include_str!("../LICENSE");
 
 /// Run keel with `args` (argv including argv[0]); returns the process exit code.
 pub fn entry(args: Vec<OsString>) -> u8 {
-    let rest = args.get(1..).unwrap_or_default();
-    let command = match cli::parse(rest, &|k| std::env::var_os(k)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("keel: {e}");
-            return EXIT_USAGE;
+    match frontend::outcome(&args, &|k| std::env::var_os(k)) {
+        frontend::Outcome::Print { text, stderr, code } => {
+            let _ = if stderr {
+                std::io::stderr().write_all(text.as_bytes())
+            } else {
+                std::io::stdout().write_all(text.as_bytes())
+            };
+            code
         }
-    };
-    let (plan, log_setting) = match command {
-        cli::Command::Help => {
-            let _ = std::io::stdout().write_all(cli::HELP.as_bytes());
-            return 0;
+        frontend::Outcome::Run(plan, log_setting) => {
+            logger::init(&log_setting, plan.dialect);
+            run(*plan)
         }
-        cli::Command::Version => {
-            println!("{}", cli::version_line());
-            return 0;
-        }
-        cli::Command::Run(plan, log) => (plan, log),
-    };
-    logger::init(&log_setting);
-    run(*plan)
+    }
 }
 
-/// Run a plan as this process: set up signals, become a subreaper if not PID 1, run the loop.
-pub fn run(plan: plan::Plan) -> u8 {
-    let main_cmd = match spawn::Prepared::new(&plan.main, spawn::path_env().as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("{e}");
-            return EXIT_USAGE;
-        }
+/// Run a plan as this process: set up signals, handle not being PID 1, run the loop.
+pub fn run(plan: Plan) -> u8 {
+    let main_cmd = match &plan.main {
+        None => None,
+        Some(spec) => match spawn::Prepared::new(spec, spawn::path_env().as_deref()) {
+            Ok(c) => Some(c.with_exec_failure_code(plan.dialect.exec_failure_code())),
+            Err(e) => {
+                log::error!("{e}");
+                return EXIT_USAGE;
+            }
+        },
     };
     // Before anything is forked: from here on no signal can be lost.
     let intake = match signals::Intake::setup() {
@@ -69,7 +69,16 @@ pub fn run(plan: plan::Plan) -> u8 {
             return EXIT_SETUP;
         }
     };
-    become_subreaper();
+    if let Some(sig) = plan.parent_death_signal {
+        // SAFETY: plain syscall with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } != 0 {
+            log::error!("{}", sys::SysError::last("prctl(PR_SET_PDEATHSIG)"));
+            return EXIT_SETUP;
+        }
+    }
+    if !not_pid1(plan.not_pid1) {
+        return EXIT_SETUP;
+    }
     match runtime::Runtime::new(plan, intake, main_cmd) {
         Ok(rt) => rt.run(),
         Err(e) => {
@@ -79,21 +88,64 @@ pub fn run(plan: plan::Plan) -> u8 {
     }
 }
 
-/// When not PID 1 (a shared pid namespace, `docker exec`, a shell), orphans would go to
-/// someone else: register as child subreaper so they come back to keel.
-fn become_subreaper() {
-    // SAFETY: plain syscalls.
+/// When not PID 1 (a shared pid namespace, `docker exec`, a shell), orphans go to someone
+/// else unless keel registers as child subreaper. Returns false if keel must not go on.
+fn not_pid1(policy: NotPid1) -> bool {
+    // SAFETY: plain syscall.
     let pid = unsafe { libc::getpid() };
     if pid == 1 {
-        return;
+        return true;
     }
-    // SAFETY: plain syscall with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0 {
-        log::debug!("not PID 1 (pid {pid}): registered as child subreaper");
-    } else {
-        log::warn!(
-            "not PID 1 and cannot become a subreaper ({}): orphans will not be reaped by keel",
-            sys::SysError::last("prctl(PR_SET_CHILD_SUBREAPER)")
-        );
+    let register = || {
+        // SAFETY: plain syscall with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0 {
+            log::debug!("not PID 1 (pid {pid}): registered as child subreaper");
+            Ok(())
+        } else {
+            Err(sys::SysError::last("prctl(PR_SET_CHILD_SUBREAPER)"))
+        }
+    };
+    match policy {
+        NotPid1::Subreaper => {
+            if let Err(e) = register() {
+                log::warn!(
+                    "not PID 1 and cannot become a subreaper ({e}): orphans will not be reaped by keel"
+                );
+            }
+            true
+        }
+        NotPid1::SubreaperOrFail => match register() {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("failed to set as subreaper: {e}");
+                false
+            }
+        },
+        NotPid1::Warn => {
+            let mut is_subreaper: libc::c_int = 0;
+            // SAFETY: the kernel writes an int through the pointer.
+            let ok = unsafe {
+                libc::prctl(
+                    libc::PR_GET_CHILD_SUBREAPER,
+                    &mut is_subreaper as *mut libc::c_int,
+                    0,
+                    0,
+                    0,
+                )
+            } == 0;
+            if ok && is_subreaper == 0 {
+                log::warn!(
+                    "Tini is not running as PID 1 and isn't registered as a child subreaper."
+                );
+                log::warn!(
+                    "Zombie processes will not be re-parented to Tini, so zombie reaping won't work."
+                );
+                log::warn!(
+                    "To fix the problem, use the -s option or set the environment variable TINI_SUBREAPER to register Tini as a child subreaper, or run Tini as PID 1."
+                );
+            }
+            true
+        }
+        NotPid1::Nothing => true,
     }
 }

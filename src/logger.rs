@@ -4,34 +4,59 @@
 //! Owns: the level (`KEEL_LOG` or `-v`) and the line format.
 //! Must not: write to stdout, which belongs to the child.
 
-use crate::cli::LogSetting;
-use log::LevelFilter;
+use crate::frontend::LogSetting;
+use crate::plan::Dialect;
+use log::Level;
 use std::io::Write;
 
-/// Install the logger. Quiet by default: warnings and errors only.
-pub fn init(setting: &LogSetting) {
+/// Install the logger, with line prefixes in `dialect`'s style (`keel: `, `[WARN  tini (7)] `,
+/// `[dumb-init] `, `ERROR (catatonit:7): `) so scripts that grep a peer's messages still work.
+pub fn init(setting: &LogSetting, dialect: Dialect) {
     let mut b = env_logger::Builder::new();
     b.target(env_logger::Target::Stderr);
-    b.format(|buf, record| {
-        let level = match record.level() {
-            log::Level::Error => "",
-            log::Level::Warn => "warning: ",
-            log::Level::Info => "info: ",
-            log::Level::Debug => "debug: ",
-            log::Level::Trace => "trace: ",
-        };
-        writeln!(buf, "keel: {level}{}", record.args())
+    b.format(move |buf, record| {
+        let l = record.level();
+        match dialect {
+            Dialect::Keel => {
+                let level = match l {
+                    Level::Error => "",
+                    Level::Warn => "warning: ",
+                    Level::Info => "info: ",
+                    Level::Debug => "debug: ",
+                    Level::Trace => "trace: ",
+                };
+                writeln!(buf, "keel: {level}{}", record.args())
+            }
+            Dialect::Tini => {
+                let level = if l == Level::Error {
+                    "FATAL"
+                } else {
+                    l.as_str()
+                };
+                writeln!(
+                    buf,
+                    "[{level:<5} tini ({})] {}",
+                    std::process::id(),
+                    record.args()
+                )
+            }
+            Dialect::DumbInit => writeln!(buf, "[dumb-init] {}", record.args()),
+            Dialect::Catatonit => writeln!(
+                buf,
+                "{} (catatonit:{}): {}",
+                l.as_str(),
+                std::process::id(),
+                record.args()
+            ),
+        }
     });
-    if setting.verbose > 0 {
-        b.filter_level(match setting.verbose {
-            1 => LevelFilter::Info,
-            2 => LevelFilter::Debug,
-            _ => LevelFilter::Trace,
-        });
-    } else if let Some(f) = &setting.filter {
-        b.parse_filters(f);
-    } else {
-        b.filter_level(LevelFilter::Warn);
+    match &setting.filter {
+        Some(f) => {
+            b.parse_filters(f);
+        }
+        None => {
+            b.filter_level(setting.level);
+        }
     }
     // Only fails if a logger is already installed, which keel never does twice.
     let _ = b.try_init();

@@ -4,7 +4,7 @@
 //! Owns: the data types, their defaults and the exit-code and signal mapping rules.
 //! Must not: touch the OS. Front-ends only ever produce a `Plan`; no front-end has a loop.
 
-use crate::signals;
+use crate::signals::{self, SigSet};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -23,6 +23,48 @@ pub enum Isolation {
     /// A new process group in keel's session; it becomes the terminal's foreground group
     /// when keel's own group was (so `docker run -it` gets job control and ^C).
     ProcessGroup,
+    /// A new session (dumb-init's default): keel gives up its controlling terminal first
+    /// (`TIOCNOTTY`) and the child takes it (`TIOCSCTTY`).
+    Session,
+}
+
+/// Whose conventions keel's messages and exit codes follow: keel's own, or those of the init
+/// it stands in for, so that scripts parsing them keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `keel: ...` lines; exec failure 127/126.
+    Keel,
+    /// `[WARN  tini (PID)] ...`; exec failure 127/126.
+    Tini,
+    /// `[dumb-init] ...`; exec failure `[dumb-init] CMD: strerror`, exit 2.
+    DumbInit,
+    /// `ERROR (catatonit:PID): ...`; exec failure exit 1.
+    Catatonit,
+}
+
+impl Dialect {
+    /// The exit code of a child whose exec failed, when the dialect fixes one (otherwise
+    /// 127 for not found, 126 for not executable).
+    pub fn exec_failure_code(self) -> Option<u8> {
+        match self {
+            Dialect::Keel | Dialect::Tini => None,
+            Dialect::DumbInit => Some(2),
+            Dialect::Catatonit => Some(1),
+        }
+    }
+}
+
+/// What keel does when it is not PID 1 (so orphans would not come back to it by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPid1 {
+    /// Become a child subreaper; a failure is a warning (keel, and tini with `-s`).
+    Subreaper,
+    /// Become a child subreaper or exit 1 (catatonit).
+    SubreaperOrFail,
+    /// Warn that zombie reaping will not work, unless already a subreaper (tini without `-s`).
+    Warn,
+    /// Nothing (dumb-init).
+    Nothing,
 }
 
 /// One process keel runs.
@@ -104,8 +146,9 @@ pub const KILL_WAIT: Duration = Duration::from_secs(2);
 /// Everything the engine needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The main service: its exit ends keel with its code.
-    pub main: ServiceSpec,
+    /// The main service: its exit ends keel with its code. `None` is pause mode (catatonit
+    /// `-P`): keel runs nothing, reaps, and exits 0 on TERM or INT.
+    pub main: Option<ServiceSpec>,
     /// Where forwarded signals go.
     pub forward_to: ForwardTo,
     /// Signal rewriting.
@@ -118,6 +161,24 @@ pub struct Plan {
     /// SIGKILL the main child this long after a stop signal was forwarded to it; `None`
     /// leaves the deadline to the orchestrator.
     pub stop_timeout: Option<Duration>,
+    /// Message and exit-code conventions.
+    pub dialect: Dialect,
+    /// Behaviour when not PID 1.
+    pub not_pid1: NotPid1,
+    /// `PR_SET_PDEATHSIG` for keel itself (tini `-p`): keel gets this signal, and forwards
+    /// it, when its parent dies.
+    pub parent_death_signal: Option<i32>,
+    /// Warn about every reaped process other than the main child (tini `-w`).
+    pub warn_on_reap: bool,
+    /// After forwarding one of these, keel stops itself with SIGSTOP, so a shell that started
+    /// it sees the job stop (dumb-init's TSTP/TTIN/TTOU handling).
+    pub stop_self_after: SigSet,
+    /// When the main child exits, SIGTERM its process group at once (dumb-init's setsid
+    /// mode), before the drain.
+    pub term_group_on_exit: bool,
+    /// `chdir("/")` once the main child is started, so keel does not pin the directory's
+    /// mount (catatonit, dumb-init).
+    pub release_cwd: bool,
 }
 
 impl Plan {
@@ -131,17 +192,38 @@ impl Plan {
             })
             .unwrap_or_default();
         Plan {
-            main: ServiceSpec {
+            main: Some(ServiceSpec {
                 name,
                 argv,
                 isolation: Isolation::ProcessGroup,
-            },
+            }),
             forward_to: ForwardTo::Child,
             rewrite: SignalMap::default(),
             remap_exit: ExitMap::default(),
             grace: DEFAULT_GRACE,
             stop_timeout: None,
+            dialect: Dialect::Keel,
+            not_pid1: NotPid1::Subreaper,
+            parent_death_signal: None,
+            warn_on_reap: false,
+            stop_self_after: SigSet::EMPTY,
+            term_group_on_exit: false,
+            release_cwd: true,
         }
+    }
+
+    /// The main service's name ("" in pause mode).
+    pub fn main_name(&self) -> &str {
+        self.main.as_ref().map_or("", |m| m.name.as_str())
+    }
+
+    /// The main service's program as written (argv[0]).
+    pub fn main_program(&self) -> String {
+        self.main
+            .as_ref()
+            .and_then(|m| m.argv.first())
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 

@@ -12,7 +12,7 @@
 //! Exits are thus applied before any signal or timer of the same pass: a TERM arriving just
 //! after the main child died goes to the stragglers, not to a reaped pid.
 
-use crate::plan::Plan;
+use crate::plan::{Isolation, Plan};
 use crate::reap;
 use crate::signals::{self, Intake, Received};
 use crate::spawn::{self, ExecStatus, Prepared};
@@ -37,7 +37,9 @@ pub struct Runtime {
     epoll: Epoll,
     intake: Intake,
     supervisor: Supervisor,
-    main_cmd: Prepared,
+    /// The main command, ready to exec (`None` in pause mode).
+    main_cmd: Option<Prepared>,
+    release_cwd: bool,
     timers: Vec<(Instant, TimerId)>,
     pending: Vec<Pending>,
     is_pid1: bool,
@@ -46,7 +48,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// Set up the loop for `plan`. `intake` must already block every signal.
-    pub fn new(plan: Plan, intake: Intake, main_cmd: Prepared) -> Result<Runtime, SysError> {
+    pub fn new(
+        plan: Plan,
+        intake: Intake,
+        main_cmd: Option<Prepared>,
+    ) -> Result<Runtime, SysError> {
         let epoll = Epoll::new()?;
         epoll.add(intake.fd(), TOKEN_SIGNALS)?;
         // SAFETY: getpid cannot fail.
@@ -54,6 +60,7 @@ impl Runtime {
         Ok(Runtime {
             epoll,
             intake,
+            release_cwd: plan.release_cwd,
             supervisor: Supervisor::new(plan),
             main_cmd,
             timers: Vec::new(),
@@ -209,8 +216,12 @@ impl Runtime {
     fn perform(&mut self, action: Action, inputs: &mut VecDeque<Input>) -> Option<u8> {
         match action {
             Action::Spawn => {
-                let give_terminal = spawn::owns_terminal();
-                match spawn::spawn(&mut self.main_cmd, &self.intake.inherited, give_terminal) {
+                let cmd = self.main_cmd.as_mut()?;
+                let (give_terminal, released_tty) = match cmd.isolation() {
+                    Isolation::ProcessGroup => (spawn::owns_terminal(), false),
+                    Isolation::Session => (false, spawn::release_terminal()),
+                };
+                match spawn::spawn(cmd, &self.intake.inherited, give_terminal) {
                     Ok(child) => {
                         let token = TOKEN_EXEC | (child.pid as u32 as u64);
                         if let Err(e) = self.epoll.add(child.status.as_raw_fd(), token) {
@@ -220,7 +231,17 @@ impl Runtime {
                             pid: child.pid,
                             pipe: child.status,
                         });
-                        inputs.push_front(Input::Spawned { pid: child.pid });
+                        inputs.push_front(Input::Spawned {
+                            pid: child.pid,
+                            released_tty,
+                        });
+                        if self.release_cwd {
+                            // Do not pin the working directory's mount (podman unmounts it).
+                            // SAFETY: the path is a valid C string.
+                            if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+                                log::debug!("{}", SysError::last("chdir(/)"));
+                            }
+                        }
                     }
                     Err(e) => inputs.push_front(Input::SpawnFailed(e)),
                 }
@@ -237,6 +258,11 @@ impl Runtime {
                 }
             }
             Action::SignalAll(sig) => self.signal_all(sig),
+            Action::StopSelf => {
+                log::debug!("stopping keel itself after a terminal stop signal");
+                // SAFETY: plain syscall. keel resumes on SIGCONT (and forwards it).
+                unsafe { libc::kill(self.my_pid, libc::SIGSTOP) };
+            }
             Action::ArmTimer(t, at) => {
                 self.timers.retain(|(_, x)| *x != t);
                 self.timers.push((at, t));

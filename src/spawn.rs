@@ -77,6 +77,8 @@ pub struct Prepared {
     sh_argv: Vec<*const libc::c_char>,
     sh: CString,
     isolation: Isolation,
+    /// Exit code for an exec failure when the dialect fixes one (dumb-init: 2).
+    exec_failure_code: Option<u8>,
 }
 
 fn cstring(s: &OsStr) -> Result<CString, String> {
@@ -132,7 +134,19 @@ impl Prepared {
             sh_argv,
             sh,
             isolation: spec.isolation,
+            exec_failure_code: None,
         })
+    }
+
+    /// Make an exec failure exit with `code` instead of 127/126.
+    pub fn with_exec_failure_code(mut self, code: Option<u8>) -> Prepared {
+        self.exec_failure_code = code;
+        self
+    }
+
+    /// How the child is isolated.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
     }
 }
 
@@ -151,8 +165,17 @@ pub fn owns_terminal() -> bool {
     unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
 }
 
+/// For a child that will lead its own session: give up keel's controlling terminal
+/// (`TIOCNOTTY`) so the child can claim it. Returns whether keel was the session leader, in
+/// which case the kernel has just sent SIGHUP and SIGCONT to keel's group (to be ignored).
+pub fn release_terminal() -> bool {
+    // SAFETY: plain syscalls on fd 0; failure (no terminal) is the common case in containers.
+    unsafe { libc::ioctl(0, libc::TIOCNOTTY) != -1 && libc::getsid(0) == libc::getpid() }
+}
+
 /// Fork and exec `cmd`. The child gets its own process group (and the terminal if
-/// `give_terminal`), keel's inherited signal state, keel's stdio, environment and cwd.
+/// `give_terminal`) or its own session, keel's inherited signal state, keel's stdio,
+/// environment and cwd.
 pub fn spawn(
     cmd: &mut Prepared,
     inherited: &Inherited,
@@ -190,6 +213,14 @@ unsafe fn child_main(
                     // Errors (no tty after all, a hung-up terminal) only cost job control.
                     libc::tcsetpgrp(0, libc::getpgrp());
                 }
+            }
+        }
+        Isolation::Session => {
+            // SAFETY: async-signal-safe syscalls. TIOCSCTTY fails harmlessly when stdin is
+            // not a terminal or is still another session's.
+            unsafe {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
             }
         }
     }
@@ -240,7 +271,8 @@ unsafe fn child_main(
     // SAFETY: write and _exit are async-signal-safe; msg is valid for 8 bytes.
     unsafe {
         libc::write(report, msg.as_ptr().cast(), msg.len());
-        libc::_exit(err.exit_code() as libc::c_int)
+        let code = cmd.exec_failure_code.unwrap_or(err.exit_code());
+        libc::_exit(code as libc::c_int)
     }
 }
 
@@ -289,7 +321,7 @@ mod tests {
 
     fn prep(argv: &[&str], path: Option<&str>) -> Prepared {
         let plan = Plan::single(argv.iter().map(OsString::from).collect());
-        Prepared::new(&plan.main, path.map(OsStr::new)).expect("prepare")
+        Prepared::new(plan.main.as_ref().unwrap(), path.map(OsStr::new)).expect("prepare")
     }
 
     #[test]
@@ -306,9 +338,9 @@ mod tests {
     #[test]
     fn rejects_nul_and_empty() {
         let plan = Plan::single(vec![OsString::from("a\0b")]);
-        assert!(Prepared::new(&plan.main, None).is_err());
+        assert!(Prepared::new(plan.main.as_ref().unwrap(), None).is_err());
         let plan = Plan::single(vec![OsString::new()]);
-        assert!(Prepared::new(&plan.main, None).is_err());
+        assert!(Prepared::new(plan.main.as_ref().unwrap(), None).is_err());
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! beside it.
 
 use crate::duration;
-use crate::plan::{ForwardTo, KILL_WAIT, Plan, is_stop_request};
+use crate::plan::{Dialect, ForwardTo, KILL_WAIT, Plan, is_stop_request};
 use crate::reap::Reaped;
-use crate::signals;
+use crate::signals::{self, SigSet};
 use crate::spawn::ExecError;
 use crate::sys::SysError;
 use std::time::Instant;
@@ -34,6 +34,9 @@ pub enum Input {
     Spawned {
         /// Its pid.
         pid: i32,
+        /// keel gave up its controlling terminal for the child's new session; the kernel
+        /// then sends SIGHUP and SIGCONT, which are not meant for the child.
+        released_tty: bool,
     },
     /// `fork` failed: there is no child.
     SpawnFailed(SysError),
@@ -64,6 +67,9 @@ pub enum Action {
     },
     /// Send `sig` to every remaining descendant of keel.
     SignalAll(i32),
+    /// Stop keel itself (SIGSTOP), as a job-control-aware init does after passing on a
+    /// terminal stop.
+    StopSelf,
     /// Arm (or re-arm) a timer.
     ArmTimer(TimerId, Instant),
     /// Disarm a timer if armed.
@@ -114,6 +120,8 @@ pub struct Supervisor {
     plan: Plan,
     main: Main,
     drain: Drain,
+    /// Signals to drop once each (the SIGHUP/SIGCONT of a terminal hand-off).
+    swallow: SigSet,
 }
 
 impl Supervisor {
@@ -123,6 +131,7 @@ impl Supervisor {
             plan,
             main: Main::Idle,
             drain: Drain::No,
+            swallow: SigSet::EMPTY,
         }
     }
 
@@ -139,31 +148,33 @@ impl Supervisor {
         }
         match input {
             Input::Booted => {
-                if self.main == Main::Idle {
+                if self.main == Main::Idle && self.plan.main.is_some() {
                     self.main = Main::Spawning;
                     out.push(Action::Spawn);
                 }
             }
-            Input::Spawned { pid } => {
-                log::debug!("started '{}' as pid {pid}", self.plan.main.name);
+            Input::Spawned { pid, released_tty } => {
+                log::debug!("started '{}' as pid {pid}", self.plan.main_name());
                 self.main = Main::Running { pid, stop: None };
+                if released_tty {
+                    self.swallow = SigSet::EMPTY.with(libc::SIGHUP).with(libc::SIGCONT);
+                }
             }
             Input::SpawnFailed(err) => {
-                log::error!("cannot start '{}': {err}", self.plan.main.name);
+                log::error!("cannot start '{}': {err}", self.plan.main_name());
                 self.main = Main::Gone;
                 self.drain = Drain::Done;
                 out.push(Action::Exit(1));
             }
             Input::ExecFailed { pid, err } => {
-                let prog = self
-                    .plan
-                    .main
-                    .argv
-                    .first()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                log::error!("cannot run '{prog}': {err}");
-                log::debug!("pid {pid} exits with {}", err.exit_code());
+                let prog = self.plan.main_program();
+                match self.plan.dialect {
+                    Dialect::Keel => log::error!("cannot run '{prog}': {err}"),
+                    Dialect::Tini => log::error!("exec {prog} failed: {err}"),
+                    Dialect::DumbInit => log::error!("{prog}: {err}"),
+                    Dialect::Catatonit => log::error!("failed to exec pid1: {err}"),
+                }
+                log::debug!("pid {pid} could not exec");
             }
             Input::Signal { signo, from_self } => self.on_signal(signo, from_self, now, &mut out),
             Input::Reaped(r) => self.on_reaped(r, now, &mut out),
@@ -176,6 +187,22 @@ impl Supervisor {
         if from_self {
             // e.g. SIGPIPE raised by one of keel's own writes: not meant for the child.
             log::debug!("ignoring SIG{} raised by keel itself", signals::name(signo));
+            return;
+        }
+        if self.swallow.contains(signo) {
+            self.swallow = self.swallow.without(signo);
+            log::debug!(
+                "ignoring SIG{} from the terminal hand-off",
+                signals::name(signo)
+            );
+            return;
+        }
+        if self.plan.main.is_none() {
+            // Pause mode: TERM and INT end keel; everything else is ignored.
+            if signo == libc::SIGTERM || signo == libc::SIGINT {
+                log::debug!("SIG{} in pause mode: exiting 0", signals::name(signo));
+                self.finish(0, out);
+            }
             return;
         }
         let sig = self.plan.rewrite.apply(signo);
@@ -195,6 +222,9 @@ impl Supervisor {
                     if target < 0 { "process group " } else { "pid " }
                 );
                 out.push(Action::Signal { pid: target, sig });
+                if self.plan.stop_self_after.contains(signo) {
+                    out.push(Action::StopSelf);
+                }
                 if let (Some(t), None) = (self.plan.stop_timeout, stop)
                     && is_stop_request(signo)
                 {
@@ -231,10 +261,19 @@ impl Supervisor {
                     let code = self.plan.remap_exit.apply(exit.code());
                     log::info!(
                         "main process {pid} ('{}') ended with {exit}; keel will exit {code}",
-                        self.plan.main.name
+                        self.plan.main_name()
                     );
                     out.push(Action::CancelTimer(TimerId::StopTimeout));
+                    if self.plan.term_group_on_exit {
+                        out.push(Action::Signal {
+                            pid: -main,
+                            sig: libc::SIGTERM,
+                        });
+                    }
                     self.start_drain(code, r.none_left, now, out);
+                }
+                _ if self.plan.warn_on_reap => {
+                    log::warn!("Reaped zombie process with pid={pid}");
                 }
                 _ => log::debug!("reaped pid {pid} ({exit})"),
             }
@@ -288,7 +327,7 @@ impl Supervisor {
                 let timeout = self.plan.stop_timeout.map(duration::display);
                 log::warn!(
                     "main process {pid} ('{}') still running {} after SIG{}; sending SIGKILL",
-                    self.plan.main.name,
+                    self.plan.main_name(),
                     timeout.unwrap_or_default(),
                     signals::name(sig)
                 );
@@ -352,7 +391,16 @@ mod tests {
 
     fn started(s: &mut Supervisor, now: Instant) {
         assert_eq!(s.handle(Input::Booted, now), vec![Action::Spawn]);
-        assert!(s.handle(Input::Spawned { pid: 10 }, now).is_empty());
+        assert!(
+            s.handle(
+                Input::Spawned {
+                    pid: 10,
+                    released_tty: false
+                },
+                now
+            )
+            .is_empty()
+        );
     }
 
     #[test]

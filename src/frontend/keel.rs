@@ -7,9 +7,11 @@
 //! option has an environment variable because `docker run --init` cannot pass flags; a flag
 //! overrides its variable, and list options (`--rewrite`, `--remap-exit`) add to it.
 
+use super::{Env, LogSetting, Outcome};
 use crate::duration;
 use crate::plan::{ForwardTo, Plan};
 use crate::signals;
+use log::LevelFilter;
 use std::ffi::OsString;
 use std::fmt;
 
@@ -24,13 +26,14 @@ pub enum Command {
     Version,
 }
 
-/// How verbose keel is: `-v` counts, or `KEEL_LOG`'s filter.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LogSetting {
-    /// Number of `-v` flags (each raises the level one step from `warn`).
-    pub verbose: u8,
-    /// `KEEL_LOG`: a level (`error`..`trace`, `off`) or an env_logger filter.
-    pub filter: Option<String>,
+/// keel's own front-end: argv (without argv[0]) and the environment to an outcome.
+pub fn outcome(args: &[OsString], env: Env) -> Outcome {
+    match parse(args, env) {
+        Ok(Command::Run(plan, log)) => Outcome::Run(plan, log),
+        Ok(Command::Help) => Outcome::print_out(HELP, 0),
+        Ok(Command::Version) => Outcome::print_out(&format!("{}\n", version_line()), 0),
+        Err(e) => Outcome::print_err(&format!("keel: {e}\n"), crate::EXIT_USAGE),
+    }
 }
 
 /// A command-line or environment error: nothing was started; keel exits 2.
@@ -77,13 +80,10 @@ pub fn version_line() -> String {
 }
 
 /// Parse `args` (without argv[0]) with environment lookup `env`.
-pub fn parse(
-    args: &[OsString],
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<Command, UsageError> {
+pub fn parse(args: &[OsString], env: Env) -> Result<Command, UsageError> {
     let mut plan = Plan::single(Vec::new());
-    let mut log = LogSetting::default();
-    apply_env(&mut plan, &mut log, env)?;
+    apply_env(&mut plan, env)?;
+    let mut verbose = 0u8;
 
     let mut i = 0;
     while i < args.len() {
@@ -118,7 +118,7 @@ pub fn parse(
                 "remap-exit" => remap(&mut plan, &value()?, &flag)?,
                 "grace" => plan.grace = dur(&value()?, &flag)?,
                 "stop-timeout" => plan.stop_timeout = stop_timeout(&value()?, &flag)?,
-                "verbose" => log.verbose = log.verbose.saturating_add(1),
+                "verbose" => verbose = verbose.saturating_add(1),
                 "help" => return Ok(Command::Help),
                 "version" => return Ok(Command::Version),
                 _ => return Err(UsageError(format!("unknown option '--{name}'"))),
@@ -137,7 +137,7 @@ pub fn parse(
             j += 1;
             match c {
                 'g' => plan.forward_to = ForwardTo::Group,
-                'v' => log.verbose = log.verbose.saturating_add(1),
+                'v' => verbose = verbose.saturating_add(1),
                 'h' => return Ok(Command::Help),
                 'V' => return Ok(Command::Version),
                 'r' | 'e' => {
@@ -172,20 +172,19 @@ pub fn parse(
     if argv[0].is_empty() {
         return Err(UsageError("the command is an empty string".into()));
     }
-    let rest = std::mem::replace(&mut plan, Plan::single(argv));
-    plan.forward_to = rest.forward_to;
-    plan.rewrite = rest.rewrite;
-    plan.remap_exit = rest.remap_exit;
-    plan.grace = rest.grace;
-    plan.stop_timeout = rest.stop_timeout;
+    plan.main = Plan::single(argv).main;
+    let log = match verbose {
+        0 => LogSetting::from_env(env, LevelFilter::Warn),
+        1 => LogSetting::level(LevelFilter::Info),
+        2 => LogSetting::level(LevelFilter::Debug),
+        _ => LogSetting::level(LevelFilter::Trace),
+    };
     Ok(Command::Run(Box::new(plan), log))
 }
 
-fn apply_env(
-    plan: &mut Plan,
-    log: &mut LogSetting,
-    env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<(), UsageError> {
+/// Apply the `KEEL_*` variables to `plan`. Every front-end does this first: `docker run
+/// --init` can pass only environment, whatever name keel runs under.
+pub fn apply_env(plan: &mut Plan, env: Env) -> Result<(), UsageError> {
     let get = |name: &str| -> Option<String> {
         env(name)
             .map(|v| v.to_string_lossy().trim().to_string())
@@ -212,7 +211,6 @@ fn apply_env(
     if let Some(v) = get("KEEL_STOP_TIMEOUT") {
         plan.stop_timeout = stop_timeout(&v, "KEEL_STOP_TIMEOUT")?;
     }
-    log.filter = get("KEEL_LOG");
     Ok(())
 }
 
@@ -249,7 +247,8 @@ fn pair<'a>(v: &'a str, what: &str, shape: &str) -> Result<(&'a str, &'a str), U
         .ok_or_else(|| UsageError(format!("{what}: '{v}' is not of the form {shape}")))
 }
 
-fn rewrite(plan: &mut Plan, v: &str, what: &str) -> Result<(), UsageError> {
+/// Parse `SRC:DST` (names or numbers; DST 0 drops) into a rewrite of `plan`.
+pub fn rewrite(plan: &mut Plan, v: &str, what: &str) -> Result<(), UsageError> {
     let (src, dst) = pair(v, what, "SRC:DST (e.g. TERM:QUIT, USR1:0)")?;
     let src = signals::parse(src).map_err(|e| UsageError(format!("{what}: {e}")))?;
     if !signals::catchable(src) || src == libc::SIGCHLD {
@@ -299,6 +298,8 @@ mod tests {
 
     fn argv(p: &Plan) -> Vec<String> {
         p.main
+            .as_ref()
+            .unwrap()
             .argv
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -314,7 +315,7 @@ mod tests {
         assert_eq!(p.forward_to, ForwardTo::Group);
         let (p, _) = run(&["--", "--"], &[]).unwrap();
         assert_eq!(argv(&p), ["--"]);
-        assert_eq!(p.main.name, "--");
+        assert_eq!(p.main_name(), "--");
     }
 
     #[test]
@@ -323,8 +324,8 @@ mod tests {
         assert_eq!(p.forward_to, ForwardTo::Child);
         assert_eq!(p.grace, Duration::from_secs(3));
         assert_eq!(p.stop_timeout, None);
-        assert_eq!(l, LogSetting::default());
-        assert_eq!(p.main.name, "true");
+        assert_eq!(l, LogSetting::level(LevelFilter::Warn));
+        assert_eq!(p.main_name(), "true");
     }
 
     #[test]
@@ -351,7 +352,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.forward_to, ForwardTo::Group);
-        assert_eq!(l.verbose, 3);
+        assert_eq!(l, LogSetting::level(LevelFilter::Trace));
         assert_eq!(p.rewrite.apply(15), 3);
         assert_eq!(p.rewrite.apply(10), 0);
         assert_eq!(p.rewrite.apply(1), 10);
@@ -379,6 +380,8 @@ mod tests {
         assert_eq!(p.grace, Duration::from_secs(1));
         assert_eq!(p.stop_timeout, Some(Duration::from_secs(2)));
         assert_eq!(l.filter.as_deref(), Some("debug"));
+        let (_, l) = run(&["-v", "x"], &env).unwrap();
+        assert_eq!(l, LogSetting::level(LevelFilter::Info));
         // Flags override scalars and add to lists.
         let (p, _) = run(
             &[

@@ -72,9 +72,12 @@ impl Screen {
     }
 }
 
-fn job_control(mode: Mode) {
+/// Run `bin args... bash -i` under a new pty session and drive it like a user.
+pub fn job_control(bin: &std::path::Path, mode: Mode, args: &[&str]) {
     let pty = open_pty();
-    let Some(mut cmd) = command(mode, &["--", "bash", "--norc", "--noprofile", "-i"]) else {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["bash", "--norc", "--noprofile", "-i"]);
+    let Some(mut cmd) = command_as(bin, mode, &all) else {
         return;
     };
     let slave = pty.slave.as_raw_fd();
@@ -155,10 +158,40 @@ fn job_control(mode: Mode) {
 
 #[test]
 fn interactive_shell_has_job_control_as_pid1() {
-    job_control(Mode::Pid1);
+    job_control(std::path::Path::new(keel()), Mode::Pid1, &["--"]);
 }
 
 #[test]
 fn interactive_shell_has_job_control_as_plain_process() {
-    job_control(Mode::Plain);
+    job_control(std::path::Path::new(keel()), Mode::Plain, &["--"]);
+}
+
+#[test]
+fn docker_init_gives_job_control_as_pid1() {
+    // `docker run -it --init IMG bash`: /sbin/docker-init -- bash
+    job_control(&personality("docker-init"), Mode::Pid1, &["--"]);
+}
+
+#[test]
+fn tini_gives_job_control_as_plain_process() {
+    job_control(&personality("tini"), Mode::Plain, &["-s", "--"]);
+}
+
+#[test]
+fn catatonit_gives_job_control_as_pid1() {
+    job_control(&personality("catatonit"), Mode::Pid1, &["--"]);
+}
+
+#[test]
+fn dumb_init_setsid_mode_hands_over_the_terminal() {
+    // As under `docker run -t`, dumb-init leads the terminal's session: it gives the terminal
+    // up (TIOCNOTTY), swallows the SIGHUP/SIGCONT that causes, and the child's new session
+    // takes it. (As PID 1 of `unshare` it would not lead the session: dumb-init cannot hand
+    // the terminal over there either.)
+    job_control(&personality("dumb-init"), Mode::Plain, &[]);
+}
+
+#[test]
+fn dumb_init_single_child_mode_job_control() {
+    job_control(&personality("dumb-init"), Mode::Pid1, &["-c"]);
 }

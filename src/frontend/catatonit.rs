@@ -74,6 +74,10 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
         Err(e) => return Outcome::print_err(&format!("{}\n{}", e.message(&prog), usage(&prog)), 1),
     };
     let mut plan = Plan::single(command.clone());
+    // catatonit drops terminal stop signals sent to it; KEEL_REWRITE may override.
+    for s in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        plan.rewrite.set(s, 0);
+    }
     if let Err(e) = keel::apply_env(&mut plan, env) {
         return Outcome::print_err(&format!("ERROR (catatonit:{pid}): {}\n", e.0), 1);
     }
@@ -98,9 +102,6 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
             ),
             1,
         );
-    }
-    for s in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
-        plan.rewrite.set(s, 0);
     }
     plan.dialect = Dialect::Catatonit;
     plan.not_pid1 = NotPid1::SubreaperOrFail;

@@ -91,10 +91,6 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::print_err(&format!("{}\n", e.message(&prog)), 1),
     };
-    let mut plan = Plan::single(command.clone());
-    if let Err(e) = keel::apply_env(&mut plan, env) {
-        return Outcome::print_err(&format!("[dumb-init] {}\n", e.0), 1);
-    }
     let mut setsid = env("DUMB_INIT_SETSID").is_none_or(|v| v != "0");
     let mut debug = env("DUMB_INIT_DEBUG").is_some_and(|v| v == "1");
     let mut rewrites = Vec::new();
@@ -114,11 +110,15 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
             1,
         );
     }
+    let mut plan = Plan::single(command.clone());
     if setsid {
-        // The default rewrites come first, so the user's -r for these signals wins.
+        // The default rewrites come first, so KEEL_REWRITE and -r for these signals win.
         for s in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
             plan.rewrite.set(s, libc::SIGSTOP);
         }
+    }
+    if let Err(e) = keel::apply_env(&mut plan, env) {
+        return Outcome::print_err(&format!("[dumb-init] {}\n", e.0), 1);
     }
     for r in &rewrites {
         // dumb-init takes numbers; names (TERM:QUIT) are accepted too.

@@ -115,6 +115,9 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
         Err(e) => return fail(&e.message(&prog)),
     };
     let mut plan = Plan::single(command.clone());
+    // tini ignores TTIN/TTOU sent to it (it never forwards them); KEEL_REWRITE may override.
+    plan.rewrite.set(libc::SIGTTIN, 0);
+    plan.rewrite.set(libc::SIGTTOU, 0);
     if let Err(e) = keel::apply_env(&mut plan, env) {
         return Outcome::print_err(&format!("[FATAL tini] {}\n", e.0), 1);
     }
@@ -261,6 +264,8 @@ mod tests {
         assert_eq!(p.remap_exit.apply(4), 4);
         assert_eq!(p.parent_death_signal, Some(libc::SIGKILL));
         assert_eq!(p.dialect, Dialect::Tini);
+        assert_eq!(p.rewrite.apply(libc::SIGTTIN), 0);
+        assert_eq!(p.rewrite.apply(libc::SIGTSTP), libc::SIGTSTP);
         let (p, l) = plan(run(
             &["-vvv", "cmd"],
             &[

@@ -105,17 +105,57 @@ pub struct Running {
 
 /// Build the command for keel `args` in `mode`; None if the mode is unavailable (skipped).
 pub fn command(mode: Mode, args: &[&str]) -> Option<Command> {
+    command_as(Path::new(keel()), mode, args)
+}
+
+/// Like [`command`], running keel through `bin` (a symlink giving it another name).
+pub fn command_as(bin: &Path, mode: Mode, args: &[&str]) -> Option<Command> {
     let mut cmd = match mode {
         Mode::Pid1 => {
             let prefix = pid1_prefix()?;
             let mut c = Command::new(prefix[0]);
-            c.args(&prefix[1..]).arg(keel());
+            c.args(&prefix[1..]).arg(bin);
             c
         }
-        Mode::Plain => Command::new(keel()),
+        Mode::Plain => Command::new(bin),
     };
     cmd.args(args);
     Some(cmd)
+}
+
+/// keel under another name (`tini`, `docker-init`, `dumb-init`, `catatonit`): a symlink in a
+/// scratch directory, as users migrate.
+pub fn personality(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-test-{}-bin", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let link = dir.join(name);
+    if !link.exists() {
+        let _ = std::os::unix::fs::symlink(keel(), &link);
+    }
+    link
+}
+
+/// Start keel through `bin` with `args` in `mode`, stdout/stderr captured.
+pub fn start_as(bin: &Path, mode: Mode, args: &[&str], env: &[(&str, &str)]) -> Option<Running> {
+    let mut cmd = command_as(bin, mode, args)?;
+    cmd.envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Some(spawn(cmd, mode))
+}
+
+/// The one-letter state of `pid` (`S`, `T` stopped, `Z`, ...).
+pub fn state(pid: i32) -> char {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|t| t.chars().next())
+        })
+        .unwrap_or('?')
 }
 
 /// Start keel with `args` in `mode`, stdout/stderr captured.

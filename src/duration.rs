@@ -8,45 +8,65 @@ use std::time::Duration;
 pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Parse a duration. The error says what is wrong; the caller names the flag or key.
+/// Integer arithmetic in nanoseconds throughout: exact, and no float code in the binary.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("empty duration (write e.g. 500ms, 3s, 1m)".into());
     }
     let bad = || format!("'{text}' is not a duration (write e.g. 500ms, 3s, 1m30s, or seconds)");
-    let mut total = 0f64;
+    let too_long = || format!("'{text}' is longer than the maximum of 366 days");
+    let mut total: u128 = 0;
     let mut rest = t;
     let mut parts = 0;
     while !rest.is_empty() {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        if num_len == 0 {
+        let (int, frac) = match rest[..num_len].split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (&rest[..num_len], ""),
+        };
+        if int.is_empty() && frac.is_empty() || frac.contains('.') {
             return Err(bad());
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let scale = match unit {
-            "" if parts == 0 && rest.is_empty() => 1.0,
-            "ms" => 0.001,
-            "s" | "sec" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            "us" => 0.000_001,
+        let scale: u128 = match unit {
+            "" if parts == 0 && rest.is_empty() => 1_000_000_000,
+            "ms" => 1_000_000,
+            "s" | "sec" => 1_000_000_000,
+            "m" | "min" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "us" => 1_000,
             _ => return Err(bad()),
         };
-        total += value * scale;
+        // Digits beyond 30 overflow nothing we accept: anything that long is too long.
+        if int.len() > 30 {
+            return Err(too_long());
+        }
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        total = total.saturating_add(whole.saturating_mul(scale));
+        // The fraction, digit by digit, dropping what is below a nanosecond.
+        let mut place = scale;
+        for d in frac.bytes() {
+            place /= 10;
+            total += u128::from(d - b'0') * place;
+        }
         parts += 1;
     }
-    if !total.is_finite() || total > MAX.as_secs_f64() {
-        return Err(format!("'{text}' is longer than the maximum of 366 days"));
+    if total > MAX.as_nanos() {
+        return Err(too_long());
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(Duration::from_nanos(total as u64))
 }
 
 /// Print a duration the way it would be written: `3s`, `500ms`, `1.5s`.
@@ -57,7 +77,8 @@ pub fn display(d: Duration) -> String {
     } else if ms < 1000 {
         format!("{ms}ms")
     } else {
-        format!("{}s", d.as_secs_f64())
+        let frac = format!("{:03}", ms % 1000);
+        format!("{}.{}s", ms / 1000, frac.trim_end_matches('0'))
     }
 }
 
@@ -76,6 +97,13 @@ mod tests {
         assert_eq!(parse("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));
         assert_eq!(parse(" 0.25 "), Ok(Duration::from_millis(250)));
+        assert_eq!(parse(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            parse("1.000000001s"),
+            Ok(Duration::from_nanos(1_000_000_001))
+        );
+        assert!(parse("366d").is_err());
+        assert_eq!(parse("8784h"), Ok(MAX));
     }
 
     #[test]
@@ -102,5 +130,6 @@ mod tests {
         assert_eq!(display(Duration::from_secs(3)), "3s");
         assert_eq!(display(Duration::from_millis(500)), "500ms");
         assert_eq!(display(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(display(Duration::from_millis(1050)), "1.05s");
     }
 }

@@ -43,7 +43,7 @@ pub fn entry(args: Vec<OsString>) -> u8 {
             code
         }
         frontend::Outcome::Run(plan, log_setting) => {
-            logger::init(&log_setting, plan.dialect);
+            logger::init(log_setting.level, plan.dialect);
             run(*plan)
         }
     }

@@ -110,7 +110,10 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
     } else {
         LevelFilter::Error
     };
-    Outcome::Run(Box::new(plan), LogSetting::from_env(env, level))
+    match LogSetting::from_env(env, level) {
+        Ok(log) => Outcome::Run(Box::new(plan), log),
+        Err(e) => Outcome::print_err(&format!("ERROR (catatonit:{pid}): {e}\n"), 1),
+    }
 }
 
 #[cfg(test)]

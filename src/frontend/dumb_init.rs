@@ -152,7 +152,10 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
     let log = if debug {
         LogSetting::level(level)
     } else {
-        LogSetting::from_env(env, level)
+        match LogSetting::from_env(env, level) {
+            Ok(l) => l,
+            Err(e) => return Outcome::print_err(&format!("[dumb-init] {e}\n"), 1),
+        }
     };
     Outcome::Run(Box::new(plan), log)
 }

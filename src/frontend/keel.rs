@@ -174,7 +174,7 @@ pub fn parse(args: &[OsString], env: Env) -> Result<Command, UsageError> {
     }
     plan.main = Plan::single(argv).main;
     let log = match verbose {
-        0 => LogSetting::from_env(env, LevelFilter::Warn),
+        0 => LogSetting::from_env(env, LevelFilter::Warn).map_err(UsageError)?,
         1 => LogSetting::level(LevelFilter::Info),
         2 => LogSetting::level(LevelFilter::Debug),
         _ => LogSetting::level(LevelFilter::Trace),
@@ -379,7 +379,7 @@ mod tests {
         assert_eq!(p.remap_exit.apply(130), 0);
         assert_eq!(p.grace, Duration::from_secs(1));
         assert_eq!(p.stop_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(l.filter.as_deref(), Some("debug"));
+        assert_eq!(l, LogSetting::level(LevelFilter::Debug));
         let (_, l) = run(&["-v", "x"], &env).unwrap();
         assert_eq!(l, LogSetting::level(LevelFilter::Info));
         // Flags override scalars and add to lists.
@@ -441,6 +441,11 @@ mod tests {
             ),
             (&["x"], &[("KEEL_GRACE", "3 s")], "KEEL_GRACE:"),
             (&["x"], &[("KEEL_REWRITE", "TERM")], "KEEL_REWRITE:"),
+            (
+                &["x"],
+                &[("KEEL_LOG", "loud")],
+                "KEEL_LOG: 'loud' is not a log level",
+            ),
             (&[""], &[], "empty string"),
         ];
         for (args, env, want) in cases {

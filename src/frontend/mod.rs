@@ -53,30 +53,28 @@ impl Outcome {
     }
 }
 
-/// How much keel says on stderr.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How much keel says on stderr: `KEEL_LOG` (a level) or the front-end's own flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSetting {
-    /// The level when no filter is given.
+    /// The level.
     pub level: LevelFilter,
-    /// `KEEL_LOG`: a level (`error`..`trace`, `off`) or an env_logger filter; wins over `level`.
-    pub filter: Option<String>,
 }
 
 impl LogSetting {
     /// Exactly `level`.
     pub fn level(level: LevelFilter) -> LogSetting {
-        LogSetting {
-            level,
-            filter: None,
-        }
+        LogSetting { level }
     }
-    /// `KEEL_LOG` if set, else `default`.
-    pub fn from_env(env: Env, default: LevelFilter) -> LogSetting {
-        LogSetting {
-            level: default,
-            filter: env("KEEL_LOG")
-                .map(|v| v.to_string_lossy().trim().to_string())
-                .filter(|v| !v.is_empty()),
+    /// `KEEL_LOG` if set, else `default`. An unknown level is an error naming the variable.
+    pub fn from_env(env: Env, default: LevelFilter) -> Result<LogSetting, String> {
+        match env("KEEL_LOG")
+            .map(|v| v.to_string_lossy().trim().to_string())
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(LogSetting::level(default)),
+            Some(v) => crate::logger::parse_level(&v)
+                .map(LogSetting::level)
+                .map_err(|e| format!("KEEL_LOG: {e}")),
         }
     }
 }

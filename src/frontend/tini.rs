@@ -168,10 +168,15 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
         3 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
-    let mut log = LogSetting::from_env(env, level);
-    if env("TINI_VERBOSITY").is_some() || verbosity != 1 {
-        log.filter = None;
-    }
+    // TINI_VERBOSITY or -v decide; otherwise KEEL_LOG may.
+    let log = if env("TINI_VERBOSITY").is_some() || verbosity != 1 {
+        LogSetting::level(level)
+    } else {
+        match LogSetting::from_env(env, level) {
+            Ok(l) => l,
+            Err(e) => return Outcome::print_err(&format!("[FATAL tini] {e}\n"), 1),
+        }
+    };
     Outcome::Run(Box::new(plan), log)
 }
 

@@ -171,11 +171,20 @@ pub fn start(mode: Mode, args: &[&str], env: &[(&str, &str)]) -> Option<Running>
 /// Spawn a prepared command and find keel's pid.
 pub fn spawn(mut cmd: Command, mode: Mode) -> Running {
     let started = Instant::now();
-    let child = cmd.spawn().expect("spawn keel");
+    let mut child = cmd.spawn().expect("spawn keel");
     let keel_pid = match mode {
         Mode::Plain => child.id() as i32,
-        Mode::Pid1 => child_of(child.id() as i32, Duration::from_secs(10))
-            .expect("unshare's child (keel) did not appear"),
+        Mode::Pid1 => {
+            // A fast run may come and go before it is seen: then there is nothing to signal
+            // (pid 0), and `finish` still gets the exit status.
+            let mut found = None;
+            let seen = wait_until(Duration::from_secs(10), || {
+                found = child_of(child.id() as i32, Duration::ZERO);
+                found.is_some() || child.try_wait().ok().flatten().is_some()
+            });
+            assert!(seen, "unshare's child (keel) did not appear");
+            found.unwrap_or(0)
+        }
     };
     Running {
         child,
@@ -187,19 +196,23 @@ pub fn spawn(mut cmd: Command, mode: Mode) -> Running {
 /// The first child of `pid`, polling until it appears.
 pub fn child_of(pid: i32, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    loop {
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
             && let Some(first) = s.split_whitespace().next()
         {
             return first.parse().ok();
         }
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
-    None
 }
 
 /// Send `sig` to `pid`.
 pub fn send(pid: i32, sig: i32) {
+    // kill(0) or kill(-1) would hit the test runner itself.
+    assert!(pid != 0 && pid != -1, "no pid to signal");
     // SAFETY: plain syscall.
     let r = unsafe { libc::kill(pid, sig) };
     assert_eq!(r, 0, "kill({pid}, {sig}) failed");
@@ -276,8 +289,10 @@ impl Running {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                // SAFETY: plain syscall; keel may be a grandchild (under unshare).
-                unsafe { libc::kill(self.keel_pid, libc::SIGKILL) };
+                if self.keel_pid > 0 {
+                    // SAFETY: plain syscall; keel may be a grandchild (under unshare).
+                    unsafe { libc::kill(self.keel_pid, libc::SIGKILL) };
+                }
                 let _ = self.child.wait();
                 let mut err = String::new();
                 if let Some(mut e) = self.child.stderr.take() {

@@ -10,22 +10,24 @@
 //!
 //! "Unreaped orphans" = number of processes visible in this namespace's /proc minus the ones that
 //! were there before the storm began (the init and the storm itself). Counting uses readdir(/proc)
-//! only (no per-pid reads), so one poll is cheap (~1-3 ms at 10,000 entries).
+//! only (no per-pid reads), so one poll is cheap (~1-3 ms at 10,000 entries). The final wait
+//! sleeps 1 ms between polls so that the poller does not compete with the init for a CPU.
 //!
 //! Modes:
 //! * concurrent (default): fork all N orphans while the init reaps concurrently, sampling the
 //!   unreaped count every 500 orphans; then poll until it reaches 0.
 //!   Reports create_ms (first fork -> last orphan created), drain_ms (last orphan created -> none
-//!   left), total_ms, peak_unreaped (highest count seen by any sample/poll).
+//!   left), total_ms, peak_unreaped (highest count seen by any sample/poll), init_cpu_ms (CPU
+//!   time PID 1 ran during the storm, from /proc/1/schedstat).
 //! * --drain: the caller must SIGSTOP the init (from outside the namespace; a process inside the
 //!   namespace cannot stop its init). The storm waits until /proc/1/stat says `T`, creates all N
 //!   orphans, waits until all N are zombies, then sends SIGCONT to PID 1 (the continue side effect
 //!   happens even though PID 1 may drop or forward the signal itself) and times how long the init
 //!   takes to reap the whole backlog of N zombies: drain_ms. This isolates the init's reaping
-//!   throughput from the storm's fork cost.
+//!   throughput from the storm's fork cost. init_cpu_ms is PID 1's CPU time during the drain.
 //!
 //! Output: one line on stdout, `key=value` pairs, e.g.
-//!     storm mode=concurrent n=10000 create_ms=812.301 drain_ms=3.912 total_ms=816.213 peak_unreaped=41
+//!     storm mode=concurrent n=10000 create_ms=2401.301 drain_ms=0.025 total_ms=2401.326 peak_unreaped=1 init_cpu_ms=201.553
 //! Exit status 0 on success; 1 with a message on stderr on any error or timeout.
 
 use std::process::exit;
@@ -128,6 +130,12 @@ fn pid1_state() -> Option<u8> {
     proc_state("1")
 }
 
+/// CPU time PID 1 has run so far, in ns (first field of /proc/1/schedstat), if available.
+fn pid1_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/1/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
 fn main() {
     let mut drain = false;
     let mut n: Option<usize> = None;
@@ -176,6 +184,7 @@ fn main() {
         }
     }
 
+    let cpu0 = pid1_cpu_ns();
     let baseline = count_procs();
     let unreaped = || count_procs().saturating_sub(baseline);
     let mut peak = 0usize;
@@ -189,6 +198,7 @@ fn main() {
     }
     let t_created = Instant::now();
 
+    let mut cpu_drain0 = cpu0;
     let t_drain0 = if drain {
         // Every grandchild must have exited (be a zombie) before the init is let go.
         while count_zombies() < n {
@@ -201,6 +211,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(1));
         }
         peak = unreaped();
+        cpu_drain0 = pid1_cpu_ns();
         let t = Instant::now();
         // SAFETY: plain kill(2).
         if unsafe { libc::kill(1, libc::SIGCONT) } != 0 {
@@ -229,11 +240,19 @@ fn main() {
                 die("PID 1 still stopped 5 s after SIGCONT");
             }
         }
+        // Sleep between polls rather than spin: on a busy 2-core machine a spinning poller would
+        // take CPU from the init whose speed we measure. Costs <= 1 ms of resolution.
+        std::thread::sleep(Duration::from_millis(1));
     }
     let t_end = Instant::now();
+    // CPU time the init used: over the whole storm (concurrent) or over the drain (--drain).
+    let init_cpu_ms = match (cpu_drain0, pid1_cpu_ns()) {
+        (Some(a), Some(b)) => format!("{:.3}", b.saturating_sub(a) as f64 / 1e6),
+        _ => "NaN".to_string(),
+    };
 
     println!(
-        "storm mode={} n={n} create_ms={:.3} drain_ms={:.3} total_ms={:.3} peak_unreaped={peak}",
+        "storm mode={} n={n} create_ms={:.3} drain_ms={:.3} total_ms={:.3} peak_unreaped={peak} init_cpu_ms={init_cpu_ms}",
         if drain { "drain" } else { "concurrent" },
         ms(t_created - t0),
         ms(t_end - t_drain0),

@@ -172,8 +172,6 @@ fn rt_sigprocmask(how: i32, new: Option<&u64>, old: Option<&mut u64>) -> i64 {
 pub struct Inherited {
     /// The blocked mask keel inherited.
     pub mask: SigSet,
-    /// Signals keel inherited as SIG_IGN (they stay ignored across exec).
-    pub ignored: SigSet,
     /// Whether keel reset SIGCHLD from SIG_IGN to SIG_DFL (SIG_IGN would make the kernel
     /// auto-reap and lose every exit status); the child gets SIG_IGN back.
     pub chld_was_ignored: bool,
@@ -215,20 +213,14 @@ impl Intake {
         if rt_sigprocmask(libc::SIG_SETMASK, Some(&SigSet::ALL.0), Some(&mut old_mask)) < 0 {
             return Err(SysError::last("rt_sigprocmask"));
         }
-        let mut ignored = SigSet::EMPTY;
-        for sig in 1..=NSIG {
-            if !catchable(sig) {
-                continue;
-            }
-            let mut old = KernelSigaction {
-                handler: 0,
-                rest: [0; 3],
-            };
-            if rt_sigaction(sig, None, Some(&mut old)) == 0 && old.handler == libc::SIG_IGN {
-                ignored = ignored.with(sig);
-            }
-        }
-        let chld_was_ignored = ignored.contains(libc::SIGCHLD);
+        // keel changes no disposition but SIGCHLD's, so that is the only one to look at:
+        // every other SIG_IGN reaches the child untouched through fork and exec.
+        let mut old = KernelSigaction {
+            handler: 0,
+            rest: [0; 3],
+        };
+        let chld_was_ignored =
+            rt_sigaction(libc::SIGCHLD, None, Some(&mut old)) == 0 && old.handler == libc::SIG_IGN;
         if chld_was_ignored {
             let dfl = KernelSigaction {
                 handler: libc::SIG_DFL,
@@ -255,7 +247,6 @@ impl Intake {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             inherited: Inherited {
                 mask: SigSet(old_mask),
-                ignored,
                 chld_was_ignored,
             },
         })

@@ -38,31 +38,11 @@ options:
 }
 
 const SPECS: &[OptSpec] = &[
-    OptSpec {
-        short: 'g',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'h',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'L',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'P',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'V',
-        long: Some("version"),
-        value: false,
-    },
+    OptSpec::new('g', None, false),
+    OptSpec::new('h', None, false),
+    OptSpec::new('L', None, false),
+    OptSpec::new('P', None, false),
+    OptSpec::new('V', Some("version"), false),
 ];
 
 /// Read catatonit's command line (`args` without argv[0]).
@@ -119,17 +99,8 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
     fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let env: HashMap<String, OsString> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        outcome(&OsString::from("catatonit"), &args, &|k| {
-            env.get(k).cloned()
-        })
+        super::super::run_with(outcome, "catatonit", args, env)
     }
 
     #[test]

@@ -49,31 +49,11 @@ Use --help for full usage.
 ";
 
 const SPECS: &[OptSpec] = &[
-    OptSpec {
-        short: 'h',
-        long: Some("help"),
-        value: false,
-    },
-    OptSpec {
-        short: 'v',
-        long: Some("verbose"),
-        value: false,
-    },
-    OptSpec {
-        short: 'V',
-        long: Some("version"),
-        value: false,
-    },
-    OptSpec {
-        short: 'c',
-        long: Some("single-child"),
-        value: false,
-    },
-    OptSpec {
-        short: 'r',
-        long: Some("rewrite"),
-        value: true,
-    },
+    OptSpec::new('h', Some("help"), false),
+    OptSpec::new('v', Some("verbose"), false),
+    OptSpec::new('V', Some("version"), false),
+    OptSpec::new('c', Some("single-child"), false),
+    OptSpec::new('r', Some("rewrite"), true),
 ];
 
 /// The terminal stop signals dumb-init treats specially.
@@ -163,17 +143,8 @@ pub fn outcome(argv0: &OsString, args: &[OsString], env: Env) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
     fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let env: HashMap<String, OsString> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        outcome(&OsString::from("dumb-init"), &args, &|k| {
-            env.get(k).cloned()
-        })
+        super::super::run_with(outcome, "dumb-init", args, env)
     }
 
     fn plan(o: Outcome) -> (Plan, LogSetting) {

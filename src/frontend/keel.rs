@@ -74,9 +74,15 @@ Exit status: CMD's exit code, or 128+N when CMD was killed by signal N (then --r
   1 keel could not set itself up (e.g. fork failed).
 ";
 
-/// The version line.
+/// The version line: `keel 0.1.0 - git.1a2b3c4`. dockerd runs `<init-path> --version` and
+/// takes the commit from `git.X`, so `dockerd --init-path=/usr/local/bin/keel` reports it
+/// without a warning.
 pub fn version_line() -> String {
-    format!("keel {}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "keel {} - git.{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("KEEL_GIT_COMMIT")
+    )
 }
 
 /// Parse `args` (without argv[0]) with environment lookup `env`.

@@ -258,6 +258,29 @@ pub fn getopt(
     Ok((opts, operands))
 }
 
+impl OptSpec {
+    /// An option `-short` (and `--long`), with or without a value.
+    pub const fn new(short: char, long: Option<&'static str>, value: bool) -> OptSpec {
+        OptSpec { short, long, value }
+    }
+}
+
+/// Test support: run a personality's `outcome` with literal arguments and environment.
+#[cfg(test)]
+pub(crate) fn run_with(
+    outcome: fn(&OsString, &[OsString], Env) -> Outcome,
+    argv0: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Outcome {
+    let env: std::collections::HashMap<String, OsString> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), OsString::from(v)))
+        .collect();
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    outcome(&OsString::from(argv0), &args, &|k| env.get(k).cloned())
+}
+
 /// The name keel was invoked as, for messages (`argv[0]` as given, like the peers print it).
 pub fn prog_name(argv0: &OsString, fallback: &str) -> String {
     let s = argv0.to_string_lossy();

@@ -18,12 +18,12 @@ use std::ffi::OsString;
 pub const TINI_VERSION: &str = "0.19.0";
 
 /// The `--version` line. dockerd parses `tini version <version> - git.<commit>`: the version
-/// carries keel's (as catatonit's `0.1.7_catatonit` does), the commit names keel (it must
-/// not contain a dot).
+/// carries keel's (as catatonit's `0.1.7_catatonit` does), the commit is keel's git commit.
 pub fn version_line() -> String {
     format!(
-        "tini version {TINI_VERSION}_keel-{} - git.keel",
-        env!("CARGO_PKG_VERSION")
+        "tini version {TINI_VERSION}_keel-{} - git.{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("KEEL_GIT_COMMIT")
     )
 }
 
@@ -60,46 +60,14 @@ Environment variables:
 }
 
 const SPECS: &[OptSpec] = &[
-    OptSpec {
-        short: 'p',
-        long: None,
-        value: true,
-    },
-    OptSpec {
-        short: 'h',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'v',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'w',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'g',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'l',
-        long: None,
-        value: false,
-    },
-    OptSpec {
-        short: 'e',
-        long: None,
-        value: true,
-    },
-    OptSpec {
-        short: 's',
-        long: None,
-        value: false,
-    },
+    OptSpec::new('p', None, true),
+    OptSpec::new('h', None, false),
+    OptSpec::new('v', None, false),
+    OptSpec::new('w', None, false),
+    OptSpec::new('g', None, false),
+    OptSpec::new('l', None, false),
+    OptSpec::new('e', None, true),
+    OptSpec::new('s', None, false),
 ];
 
 /// Read tini's command line (`args` without argv[0]).
@@ -199,15 +167,8 @@ fn atoi(s: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
     fn run(args: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let env: HashMap<String, OsString> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        outcome(&OsString::from("tini"), &args, &|k| env.get(k).cloned())
+        super::super::run_with(outcome, "tini", args, env)
     }
 
     fn plan(o: Outcome) -> (Plan, LogSetting) {
@@ -230,7 +191,7 @@ mod tests {
         let version = v.strip_prefix("tini version ").unwrap();
         assert!(version.starts_with("0.19.0_keel-"));
         let parts: Vec<&str> = c.split('.').collect();
-        assert_eq!(parts, ["git", "keel"]);
+        assert_eq!(parts, ["git", env!("KEEL_GIT_COMMIT")]);
         // Only the lone --version.
         let Outcome::Print { text, code, .. } = run(&["--version", "x"], &[]) else {
             panic!()

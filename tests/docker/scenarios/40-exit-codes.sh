@@ -18,7 +18,9 @@ scenario_exit_codes() {
         MSG="missing command: exit $_got, stderr '$(cat "$STATE/err127")'"
         return 1
     fi
-    "$KEEL" -- /etc/passwd 2> "$STATE/err126"
+    echo 'echo hi' > "$STATE/not-executable"
+    chmod 644 "$STATE/not-executable"
+    "$KEEL" -- "$STATE/not-executable" 2> "$STATE/err126"
     _got=$?
     if [ "$_got" != 126 ]; then
         MSG="non-executable command: exit $_got, want 126 (stderr '$(cat "$STATE/err126")')"

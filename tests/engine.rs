@@ -152,10 +152,12 @@ fn help_and_version() {
         assert!(f.stdout.contains(opt), "help lacks {opt}");
     }
     let f = run(Mode::Plain, &["--version"], &[]).unwrap();
-    assert_eq!(
-        f.stdout.trim(),
-        format!("keel {}", env!("CARGO_PKG_VERSION"))
-    );
+    // dockerd's parse: split on " - ", the commit from "git.X" (no dot in X).
+    let line = f.stdout.trim();
+    let (version, commit) = line.split_once(" - ").unwrap();
+    assert_eq!(version, format!("keel {}", env!("CARGO_PKG_VERSION")));
+    let commit = commit.strip_prefix("git.").unwrap();
+    assert!(!commit.is_empty() && !commit.contains('.'), "{line}");
 }
 
 /// A bash child that logs every signal it receives (by name) to `log`, one per line.
@@ -420,26 +422,28 @@ fn subreaper_when_not_pid1_reaps_orphans() {
     let pidfile = dir.join("orphan");
     // The orphan outlives its parent (the subshell), so it is re-parented to keel.
     let script = format!(
-        "( sleep 0.3 & echo $! > {p} ); sleep 2; exit 6",
+        "( sleep 0.5 & echo $! > {p} ); sleep 2; exit 6",
         p = pidfile.display()
     );
     let k = start(Mode::Plain, &["--", "sh", "-c", &script], &[]).unwrap();
     assert!(wait_until(LONG, || !read(&pidfile).trim().is_empty()));
     let orphan: i32 = read(&pidfile).trim().parse().unwrap();
-    // While it runs, its parent is keel.
-    let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
-    if !stat.is_empty() {
-        let ppid: i32 = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
+    // Once its parent (the subshell) is gone, its parent is keel: the subreaper.
+    let ppid = || -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
             .split_whitespace()
-            .nth(1)
-            .unwrap()
+            .nth(1)?
             .parse()
-            .unwrap();
-        assert_eq!(ppid, k.keel_pid, "orphan was not re-parented to keel");
-    }
+            .ok()
+    };
+    assert!(
+        wait_until(Duration::from_millis(250), || ppid() == Some(k.keel_pid)),
+        "orphan was not re-parented to keel (parent {:?}, keel {})",
+        ppid(),
+        k.keel_pid
+    );
     // Once it exits, keel reaps it: no zombie left behind while the main child still runs.
     assert!(
         wait_until(Duration::from_millis(1500), || !std::path::Path::new(

@@ -67,6 +67,161 @@ pub enum NotPid1 {
     Nothing,
 }
 
+/// How a service's start completes (systemd's `Type=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Started (or ready per `ready`) while it runs.
+    Simple,
+    /// Runs to completion; exit 0 means done, and dependents start after it.
+    Oneshot,
+    /// Ready when it sends `READY=1` over `NOTIFY_SOCKET` (sd_notify).
+    Notify,
+}
+
+/// When a service that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Never.
+    No,
+    /// After a non-zero exit, a signal death or a failed start.
+    OnFailure,
+    /// After a signal death or a failed start (not a plain non-zero exit).
+    OnAbnormal,
+    /// Whenever it ends (unless it was stopped on purpose).
+    Always,
+}
+
+/// What happens when a service restarts more than `start-limit-burst` times within
+/// `start-limit-interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitAction {
+    /// Keep trying, at the capped delay (`restart-max-sec`), until it stays up.
+    Continue,
+    /// Stop restarting it (logged; `keel ctl start` can try again).
+    GiveUp,
+    /// Shut the container down.
+    Shutdown,
+}
+
+/// How a service tells it is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready as soon as it runs.
+    Started,
+    /// s6/dinit style: it writes a newline to this fd.
+    NotifyFd(i32),
+    /// sd_notify: `READY=1` on `NOTIFY_SOCKET`.
+    SdNotify,
+    /// This command exits 0.
+    Exec {
+        /// The check.
+        argv: Vec<OsString>,
+        /// Between attempts.
+        interval: Duration,
+        /// One attempt's limit.
+        timeout: Duration,
+        /// Attempts before the start fails.
+        retries: u32,
+    },
+    /// This address accepts a TCP connection.
+    Tcp {
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// Between attempts.
+        interval: Duration,
+        /// One attempt's limit.
+        timeout: Duration,
+        /// Attempts before the start fails.
+        retries: u32,
+    },
+}
+
+/// Who a service runs as, resolved to numbers before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups (initgroups' list plus `supplementary-groups`).
+    pub groups: Vec<u32>,
+    /// User name (for USER and LOGNAME), when known.
+    pub user: Option<String>,
+    /// Home directory (for HOME), when known.
+    pub home: Option<std::path::PathBuf>,
+}
+
+/// Where a service's stdout and stderr go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Through keel, each line as `NAME | line` on keel's stdout/stderr.
+    Prefix,
+    /// keel's own stdout/stderr, untouched.
+    Inherit,
+    /// Appended to this file.
+    File(std::path::PathBuf),
+}
+
+/// A resource limit for `setrlimit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_*`.
+    pub resource: i32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// A memory size as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// Bytes.
+    Bytes(u64),
+    /// Hundredths of a percent of the machine's memory.
+    Percent(u32),
+    /// No limit.
+    Max,
+}
+
+/// An `io.max` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoMax {
+    /// `MAJOR:MINOR` or a /dev path.
+    pub device: String,
+    /// Read bytes per second.
+    pub rbps: Option<u64>,
+    /// Write bytes per second.
+    pub wbps: Option<u64>,
+    /// Read operations per second.
+    pub riops: Option<u64>,
+    /// Write operations per second.
+    pub wiops: Option<u64>,
+}
+
+/// cgroup limits (validated here; applied by the cgroup module).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// memory.max
+    pub memory_max: Option<Size>,
+    /// memory.high
+    pub memory_high: Option<Size>,
+    /// memory.swap.max
+    pub memory_swap_max: Option<Size>,
+    /// CPU quota in hundredths of a percent of one CPU.
+    pub cpu_quota: Option<u32>,
+    /// The CFS period the quota is measured over.
+    pub cpu_quota_period: Option<Duration>,
+    /// cpu.weight (1..10000).
+    pub cpu_weight: Option<u32>,
+    /// pids.max (`None` inside `Some` = max).
+    pub tasks_max: Option<Option<u64>>,
+    /// io.weight (1..10000).
+    pub io_weight: Option<u32>,
+    /// io.max entries.
+    pub io_max: Vec<IoMax>,
+}
+
 /// One process keel runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -76,6 +231,101 @@ pub struct ServiceSpec {
     pub argv: Vec<OsString>,
     /// Process group and terminal handling.
     pub isolation: Isolation,
+    /// simple, oneshot, notify.
+    pub kind: Kind,
+    /// Start after these are ready (or, for oneshots, done).
+    pub after: Vec<String>,
+    /// Like `after`, and fail (not start) when one of these fails for good.
+    pub requires: Vec<String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// First restart delay.
+    pub restart_sec: Duration,
+    /// Backoff cap.
+    pub restart_max_sec: Duration,
+    /// Restarts allowed within `start_limit_interval`.
+    pub start_limit_burst: u32,
+    /// The start limit's window.
+    pub start_limit_interval: Duration,
+    /// What happens past the start limit.
+    pub start_limit_action: LimitAction,
+    /// Readiness.
+    pub ready: Readiness,
+    /// Fail a start that is not ready within this.
+    pub start_timeout: Option<Duration>,
+    /// When it ends for good, the container shuts down with its exit code.
+    pub critical: bool,
+    /// The signal that asks it to stop.
+    pub stop_signal: i32,
+    /// SIGKILL this long after the stop signal.
+    pub stop_timeout: Duration,
+    /// Run as this user/group.
+    pub credentials: Option<Credentials>,
+    /// `environment` entries.
+    pub environment: Vec<(OsString, OsString)>,
+    /// `env-file` entries (overridden by `environment`).
+    pub env_file: Vec<(OsString, OsString)>,
+    /// Start from keel's environment (true) or an empty one.
+    pub inherit_environment: bool,
+    /// Working directory.
+    pub working_directory: Option<std::path::PathBuf>,
+    /// umask.
+    pub umask: Option<u32>,
+    /// Resource limits.
+    pub rlimits: Vec<Rlimit>,
+    /// Where output goes.
+    pub output: Output,
+    /// cgroup limits.
+    pub limits: Limits,
+}
+
+/// Defaults shared by every front-end.
+pub mod defaults {
+    use std::time::Duration;
+    /// First restart delay (systemd's RestartSec).
+    pub const RESTART_SEC: Duration = Duration::from_millis(100);
+    /// Backoff cap.
+    pub const RESTART_MAX_SEC: Duration = Duration::from_secs(30);
+    /// systemd's StartLimitBurst.
+    pub const START_LIMIT_BURST: u32 = 5;
+    /// systemd's StartLimitIntervalSec.
+    pub const START_LIMIT_INTERVAL: Duration = Duration::from_secs(10);
+    /// Per-service stop timeout: under the whole shutdown's 8 s deadline.
+    pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+}
+
+impl ServiceSpec {
+    /// A simple service running `argv`, with every default.
+    pub fn new(name: String, argv: Vec<OsString>) -> ServiceSpec {
+        ServiceSpec {
+            name,
+            argv,
+            isolation: Isolation::ProcessGroup,
+            kind: Kind::Simple,
+            after: Vec::new(),
+            requires: Vec::new(),
+            restart: RestartPolicy::No,
+            restart_sec: defaults::RESTART_SEC,
+            restart_max_sec: defaults::RESTART_MAX_SEC,
+            start_limit_burst: defaults::START_LIMIT_BURST,
+            start_limit_interval: defaults::START_LIMIT_INTERVAL,
+            start_limit_action: LimitAction::Continue,
+            ready: Readiness::Started,
+            start_timeout: None,
+            critical: false,
+            stop_signal: libc::SIGTERM,
+            stop_timeout: defaults::STOP_TIMEOUT,
+            credentials: None,
+            environment: Vec::new(),
+            env_file: Vec::new(),
+            inherit_environment: true,
+            working_directory: None,
+            umask: None,
+            rlimits: Vec::new(),
+            output: Output::Inherit,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// Exit-code remapping (`--remap-exit FROM:TO`), applied after 128+signal.
@@ -192,11 +442,7 @@ impl Plan {
             })
             .unwrap_or_default();
         Plan {
-            main: Some(ServiceSpec {
-                name,
-                argv,
-                isolation: Isolation::ProcessGroup,
-            }),
+            main: Some(ServiceSpec::new(name, argv)),
             forward_to: ForwardTo::Child,
             rewrite: SignalMap::default(),
             remap_exit: ExitMap::default(),

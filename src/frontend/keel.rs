@@ -28,6 +28,10 @@ pub enum Command {
 
 /// keel's own front-end: argv (without argv[0]) and the environment to an outcome.
 pub fn outcome(args: &[OsString], env: Env) -> Outcome {
+    #[cfg(feature = "config")]
+    if args.first().is_some_and(|a| a == "check") {
+        return check(&args[1..]);
+    }
     match parse(args, env) {
         Ok(Command::Run(plan, log)) => Outcome::Run(plan, log),
         Ok(Command::Help) => Outcome::print_out(HELP, 0),
@@ -83,6 +87,126 @@ pub fn version_line() -> String {
         env!("CARGO_PKG_VERSION"),
         env!("KEEL_GIT_COMMIT")
     )
+}
+
+#[cfg(feature = "config")]
+/// `keel check [--config PATH]...`: validate the configuration and print the plan, or every
+/// error (one per line, `file:line:column: ...`) and exit 2.
+fn check(args: &[OsString]) -> Outcome {
+    let mut paths = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--config" || a == "-c" {
+            match args.get(i + 1) {
+                Some(p) => paths.push(std::path::PathBuf::from(p)),
+                None => {
+                    return Outcome::print_err(
+                        &format!("keel: {}\n", UsageError("--config needs a value".into())),
+                        crate::EXIT_USAGE,
+                    );
+                }
+            }
+            i += 2;
+        } else if let Some(p) = a.strip_prefix("--config=") {
+            paths.push(std::path::PathBuf::from(p));
+            i += 1;
+        } else {
+            return Outcome::print_err(
+                &format!(
+                    "keel: {}\n",
+                    UsageError(format!(
+                        "keel check: unknown argument '{a}' (use --config PATH)"
+                    ))
+                ),
+                crate::EXIT_USAGE,
+            );
+        }
+    }
+    let files = match crate::config::discover(&paths) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Outcome::print_err(
+                &format!(
+                    "keel: no configuration: neither {} nor {}/*.toml exists (use --config PATH)\n",
+                    crate::config::DEFAULT_FILE,
+                    crate::config::DEFAULT_DIR
+                ),
+                crate::EXIT_USAGE,
+            );
+        }
+        Err(e) => return Outcome::print_err(&format!("{e}\n"), crate::EXIT_USAGE),
+    };
+    match crate::config::load(&files) {
+        Ok(c) => Outcome::print_out(&describe(&c), 0),
+        Err(e) => Outcome::print_err(&format!("{e}\n"), crate::EXIT_USAGE),
+    }
+}
+
+#[cfg(feature = "config")]
+/// The plan `keel check` prints: files, global settings, start order and what waits for what.
+pub fn describe(c: &crate::config::Config) -> String {
+    use crate::plan::{Kind, Readiness};
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration OK: {} service(s)", c.services.len());
+    for f in &c.files {
+        let _ = writeln!(out, "  file {}", f.display());
+    }
+    let _ = writeln!(
+        out,
+        "shutdown deadline {}",
+        duration::display(c.global.shutdown_timeout)
+    );
+    let _ = writeln!(
+        out,
+        "start order (each wave starts in parallel once the one before is ready):"
+    );
+    for (n, wave) in crate::config::start_waves(&c.services).iter().enumerate() {
+        for name in wave {
+            let Some(s) = c.services.iter().find(|s| &s.name == name) else {
+                continue;
+            };
+            let kind = match s.kind {
+                Kind::Simple => "simple",
+                Kind::Oneshot => "oneshot",
+                Kind::Notify => "notify",
+            };
+            let ready = match &s.ready {
+                Readiness::Started => String::new(),
+                Readiness::NotifyFd(fd) => format!(", ready: newline on fd {fd}"),
+                Readiness::SdNotify => ", ready: sd_notify READY=1".into(),
+                Readiness::Exec { argv, .. } => format!(
+                    ", ready: `{}` exits 0",
+                    argv.iter()
+                        .map(|a| a.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                Readiness::Tcp { addr, .. } => format!(", ready: tcp {addr} accepts"),
+            };
+            let mut waits: Vec<String> = s.after.iter().map(|d| format!("after {d}")).collect();
+            waits.extend(s.requires.iter().map(|d| format!("requires {d}")));
+            let waits = if waits.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", waits.join(", "))
+            };
+            let restart = match s.restart {
+                crate::plan::RestartPolicy::No => "no",
+                crate::plan::RestartPolicy::OnFailure => "on-failure",
+                crate::plan::RestartPolicy::OnAbnormal => "on-abnormal",
+                crate::plan::RestartPolicy::Always => "always",
+            };
+            let _ = writeln!(
+                out,
+                "  {}. {name} ({kind}{ready}; restart {restart}{}){waits}",
+                n + 1,
+                if s.critical { ", critical" } else { "" }
+            );
+        }
+    }
+    out
 }
 
 /// Parse `args` (without argv[0]) with environment lookup `env`.

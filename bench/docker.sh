@@ -90,6 +90,7 @@ DAEMONS=(keel tini-static)   # one dockerd per init; the no-init runs use both, 
 # below the scratch dir are detached; the cgroup dirs under TAG are removed; the dir is removed.
 # ---------------------------------------------------------------------------------------------
 descendants() { local p=$1 c f; for f in /proc/"$p"/task/*/children; do for c in $(cat "$f" 2>/dev/null); do echo "$c"; descendants "$c"; done; done; }
+CG_OURS=0   # 1 once we know the cgroup dirs under TAG did not exist before us (only then are they removed)
 HF_PID=""   # the running hyperfine (in the background, so that a signal's trap runs at once)
 declare -A DPID=() INIT=() VERSION=() INFO_INIT=() PREFLIGHT=() STOP_MS=() STOP_RC=() R=() RS=() RUN_CMD=()
 DOCKER_CLI=""
@@ -168,7 +169,7 @@ teardown() {
         while IFS= read -r p; do umount -l "$p" 2>/dev/null || true; done <<<"$m"
     done
     for c in $(cgroup_dirs); do
-        [[ -d $c ]] || continue
+        [[ $CG_OURS == 1 && -d $c ]] || continue
         for ((i = 0; i < 50; i++)); do
             find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
             [[ -d $c ]] || break
@@ -281,6 +282,7 @@ VERSION[tini-static]+=", Debian tini $(dpkg-query -W -f='${Version}' tini 2>/dev
 #    setpriv --pdeathsig: if this script is SIGKILLed, the daemons still get SIGTERM.
 # ---------------------------------------------------------------------------------------------
 for c in $(cgroup_dirs); do [[ ! -e $c ]] || die "cgroup $c already exists"; done
+CG_OURS=1
 DOCKERD_VERSION=$("$DOCKERD" --version)
 for d in "${DAEMONS[@]}"; do
     dir=$WORK/d-$d

@@ -177,19 +177,12 @@ pub struct FileLayer {
     pub service: Option<BTreeMap<String, Spanned<ServiceLayer>>>,
 }
 
-macro_rules! overlay {
-    ($base:expr, $top:expr, $($field:ident),+ $(,)?) => {
-        $( if $top.$field.is_some() { $base.$field = $top.$field.clone(); } )+
-    };
-}
-
-impl ServiceLayer {
-    /// Apply `top` over `self`: each key `top` sets replaces this one's; tables
-    /// (`environment`, `rlimits`, `io-max`) merge key by key.
-    pub fn overlay(&mut self, top: &ServiceLayer) {
-        overlay!(
-            self,
-            top,
+/// Calls `$m!($($arg),*, <every single-valued ServiceLayer field>)`: the one list of keys that
+/// merge by replacement and carry one position, shared by `overlay` and `shift`.
+macro_rules! service_fields {
+    ($m:ident, $($arg:expr),+) => {
+        $m!(
+            $($arg),+,
             command,
             kind,
             after,
@@ -221,7 +214,21 @@ impl ServiceLayer {
             cpu_weight,
             tasks_max,
             io_weight,
-        );
+        )
+    };
+}
+
+macro_rules! overlay {
+    ($base:expr, $top:expr, $($field:ident),+ $(,)?) => {
+        $( if $top.$field.is_some() { $base.$field = $top.$field.clone(); } )+
+    };
+}
+
+impl ServiceLayer {
+    /// Apply `top` over `self`: each key `top` sets replaces this one's; tables
+    /// (`environment`, `rlimits`, `io-max`) merge key by key.
+    pub fn overlay(&mut self, top: &ServiceLayer) {
+        service_fields!(overlay, self, top);
         if let Some(env) = &top.environment {
             let base = self.environment.get_or_insert_with(BTreeMap::new);
             base.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -275,41 +282,7 @@ impl ServiceLayer {
     /// Move every position by `base`, so positions from several files share one space
     /// (each file's text is placed after the previous ones').
     pub fn shift(&mut self, base: usize) {
-        shift_fields!(
-            self,
-            base,
-            command,
-            kind,
-            after,
-            requires,
-            restart,
-            restart_sec,
-            restart_max_sec,
-            start_limit_burst,
-            start_limit_interval,
-            start_limit_action,
-            ready,
-            start_timeout,
-            critical,
-            stop_signal,
-            stop_timeout,
-            user,
-            group,
-            supplementary_groups,
-            env_file,
-            inherit_environment,
-            working_directory,
-            umask,
-            output,
-            memory_max,
-            memory_high,
-            memory_swap_max,
-            cpu_quota,
-            cpu_quota_period,
-            cpu_weight,
-            tasks_max,
-            io_weight,
-        );
+        service_fields!(shift_fields, self, base);
         shift_map(&mut self.environment, base);
         shift_map(&mut self.rlimits, base);
         shift_map(&mut self.io_max, base);

@@ -259,6 +259,21 @@ pub fn wait_line(path: &Path, needle: &str, timeout: Duration) {
     );
 }
 
+impl Drop for Running {
+    /// A test that panics before `finish` must not leave keel (and, as PID 1, its namespace)
+    /// running: kill it. After `finish` the child has exited and this does nothing.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.keel_pid > 0 {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(self.keel_pid, libc::SIGKILL) };
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// What a finished keel left.
 pub struct Finished {
     pub status: ExitStatus,

@@ -458,9 +458,18 @@ fn subreaper_when_not_pid1_reaps_orphans() {
 }
 
 /// The main child starts a straggler that logs its pid and how it ends, then exits `code`.
+/// A straggler that handles TERM forks nothing after it is ready: a process forked at the very
+/// moment of keel's broadcast would escape the TERM, and keel would rightly wait out --grace
+/// for it. One that ignores TERM loops, re-forking its `sleep` (which TERM kills).
 fn straggler_script(dir: &std::path::Path, on_term: &str, code: i32) -> String {
+    let body = if on_term.is_empty() {
+        "trap \"\" TERM; echo $$ > {d}/pid; while :; do sleep 100 & wait $!; done".to_string()
+    } else {
+        format!("trap \"{on_term}\" TERM; sleep 100 & echo $$ > {{d}}/pid; wait")
+    };
+    let body = body.replace("{d}", &dir.display().to_string());
     format!(
-        r#"sh -c 'trap "{on_term}" TERM; echo $$ > {d}/pid; while :; do sleep 100 & wait $!; done' >/dev/null 2>&1 &
+        r#"sh -c '{body}' >/dev/null 2>&1 &
 while [ ! -s {d}/pid ]; do sleep 0.01; done
 exit {code}"#,
         d = dir.display()

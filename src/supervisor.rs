@@ -135,11 +135,6 @@ impl Supervisor {
         }
     }
 
-    /// The plan being run.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     /// Apply one input. Returns the actions to perform, in order.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

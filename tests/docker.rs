@@ -18,16 +18,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::pty::{Screen, open_pty};
+use common::skip;
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -37,19 +41,6 @@ const SCENARIOS: &str = "keel-test-scenarios:latest";
 
 /// The two tests share the machine's 2 cores and time-sensitive checks: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Skip the calling test with `reason`, or fail it when the environment requires `feature`
-/// (`KEEL_TEST_REQUIRE=all`, or a comma-separated list naming it). Returns when skipping.
-fn skip(feature: &str, reason: &str) {
-    let req = std::env::var("KEEL_TEST_REQUIRE").unwrap_or_default();
-    if req
-        .split(',')
-        .any(|r| r.trim() == "all" || r.trim() == feature)
-    {
-        panic!("required test environment '{feature}' is missing: {reason}");
-    }
-    eprintln!("SKIP ({feature}): {reason}");
-}
 
 // ------------------------------------------------------------------------------------------
 // Running commands
@@ -890,77 +881,6 @@ fn docker_info(e: &Engine, init: &Path, log: &Path) -> Result<String, String> {
 
 // ------------------------------------------------------------------------------------------
 // A pseudo-terminal for `docker run -it`
-
-struct Pty {
-    master: std::fs::File,
-    slave: OwnedFd,
-}
-
-fn open_pty() -> Pty {
-    // SAFETY: standard pty allocation; every result is checked.
-    unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(m >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(m), 0);
-        assert_eq!(libc::unlockpt(m), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
-        let s = libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        assert!(s >= 0, "open the pty slave");
-        Pty {
-            master: std::fs::File::from_raw_fd(m),
-            slave: OwnedFd::from_raw_fd(s),
-        }
-    }
-}
-
-/// Everything the terminal showed so far, collected by a reader thread.
-struct Screen(Arc<Mutex<String>>);
-
-impl Screen {
-    fn watch(mut master: std::fs::File) -> Screen {
-        let buf = Arc::new(Mutex::new(String::new()));
-        let b = buf.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = master.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                b.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        Screen(buf)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Wait until a line of output satisfies `ok`; returns that line.
-    fn expect(&self, what: &str, ok: impl Fn(&str) -> bool) -> Result<String, String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(l) = self
-                .text()
-                .lines()
-                .map(|l| l.trim_end_matches('\r'))
-                .find(|l| ok(l))
-            {
-                return Ok(l.to_string());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{what} never showed; screen:\n{}", self.text()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// `docker run -it --init IMAGE sh -i` on a terminal: job control, ^C to the foreground job.
 fn docker_tty(e: &Engine, image: &str) -> Result<String, String> {

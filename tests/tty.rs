@@ -6,71 +6,14 @@
 
 mod common;
 
+use common::pty::{Screen, open_pty};
 use common::*;
-use std::ffi::CStr;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-struct Pty {
-    master: std::fs::File,
-    slave: OwnedFd,
-}
-
-fn open_pty() -> Pty {
-    // SAFETY: standard pty allocation; every result is checked.
-    unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(m >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(m), 0);
-        assert_eq!(libc::unlockpt(m), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
-        let s = libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        assert!(s >= 0, "open {:?}", CStr::from_ptr(name.as_ptr()));
-        Pty {
-            master: std::fs::File::from_raw_fd(m),
-            slave: OwnedFd::from_raw_fd(s),
-        }
-    }
-}
-
-/// Everything the terminal showed so far, collected by a reader thread.
-struct Screen(Arc<Mutex<String>>);
-
-impl Screen {
-    fn watch(mut master: std::fs::File) -> Screen {
-        let buf = Arc::new(Mutex::new(String::new()));
-        let b = buf.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = master.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                b.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        Screen(buf)
-    }
-
-    fn expect(&self, what: &str, ok: impl Fn(&str) -> bool) {
-        let found = wait_until(Duration::from_secs(20), || ok(&self.0.lock().unwrap()));
-        assert!(
-            found,
-            "{what} never showed; screen:\n{}",
-            self.0.lock().unwrap()
-        );
-    }
-}
 
 /// Run `bin args... bash -i` under a new pty session and drive it like a user.
 pub fn job_control(bin: &std::path::Path, mode: Mode, args: &[&str]) {
@@ -105,22 +48,16 @@ pub fn job_control(bin: &std::path::Path, mode: Mode, args: &[&str]) {
     let screen = Screen::watch(pty.master);
 
     master.write_all(b"echo \"JC<$->\"\n").unwrap();
-    screen.expect("the shell's flags", |s| {
-        s.lines()
-            .any(|l| l.starts_with("JC<") && l.ends_with('>') && !l.contains('$'))
-    });
-    let flags = {
-        let s = screen.0.lock().unwrap();
-        s.lines()
-            .find(|l| l.starts_with("JC<") && !l.contains('$'))
-            .unwrap()
-            .to_string()
-    };
+    let flags = screen
+        .expect("the shell's flags", |l| {
+            l.starts_with("JC<") && l.ends_with('>') && !l.contains('$')
+        })
+        .unwrap();
     assert!(
         flags.contains('m'),
         "{mode:?}: no job control in the shell: {flags}"
     );
-    let screen_now = screen.0.lock().unwrap().clone();
+    let screen_now = screen.text();
     assert!(
         !screen_now.contains("no job control"),
         "{mode:?}: {screen_now}"
@@ -131,16 +68,22 @@ pub fn job_control(bin: &std::path::Path, mode: Mode, args: &[&str]) {
     std::thread::sleep(Duration::from_millis(400));
     master.write_all(b"\x03").unwrap();
     master.write_all(b"echo \"AFTER<$?>\"\n").unwrap();
-    screen.expect("^C interrupting sleep", |s| s.contains("AFTER<130>"));
+    screen
+        .expect("^C interrupting sleep", |l| l.contains("AFTER<130>"))
+        .unwrap();
     assert!(alive(k.keel_pid), "{mode:?}: keel died of ^C");
 
     // A stopped and resumed job (^Z, fg) works too.
     master.write_all(b"sleep 30\n").unwrap();
     std::thread::sleep(Duration::from_millis(400));
     master.write_all(b"\x1a").unwrap();
-    screen.expect("^Z stopping sleep", |s| s.contains("Stopped"));
+    screen
+        .expect("^Z stopping sleep", |l| l.contains("Stopped"))
+        .unwrap();
     master.write_all(b"kill %1; echo \"KILLED<$?>\"\n").unwrap();
-    screen.expect("the stopped job killed", |s| s.contains("KILLED<0>"));
+    screen
+        .expect("the stopped job killed", |l| l.contains("KILLED<0>"))
+        .unwrap();
     assert!(alive(k.keel_pid), "{mode:?}: keel died of ^Z");
 
     master.write_all(b"exit 7\n").unwrap();
@@ -148,12 +91,7 @@ pub fn job_control(bin: &std::path::Path, mode: Mode, args: &[&str]) {
     k.child.stdout = None;
     k.child.stderr = None;
     let f = k.finish(Duration::from_secs(20));
-    assert_eq!(
-        f.code(),
-        7,
-        "{mode:?}: screen:\n{}",
-        screen.0.lock().unwrap()
-    );
+    assert_eq!(f.code(), 7, "{mode:?}: screen:\n{}", screen.text());
 }
 
 #[test]

@@ -115,14 +115,28 @@ impl Epoll {
 
     /// Watch `fd` for input (and hang-up), reporting it with `token`.
     pub fn add(&self, fd: RawFd, token: u64) -> Result<(), SysError> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
+        self.add_events(fd, token, libc::EPOLLIN as u32)
+    }
+
+    /// Watch `fd` for `events` (`EPOLLIN`, `EPOLLOUT`, ...), reporting it with `token`.
+    pub fn add_events(&self, fd: RawFd, token: u64, events: u32) -> Result<(), SysError> {
+        let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: ev is a valid epoll_event.
         check(
             unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) },
             "epoll_ctl(ADD)",
+        )?;
+        Ok(())
+    }
+
+    /// Change the events watched on `fd` (e.g. stop reading a pipe while its output is
+    /// backed up: backpressure). `events == 0` keeps the fd registered but silent.
+    pub fn modify(&self, fd: RawFd, token: u64, events: u32) -> Result<(), SysError> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: ev is a valid epoll_event.
+        check(
+            unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) },
+            "epoll_ctl(MOD)",
         )?;
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod logger;
 pub mod plan;
 pub mod reap;
 pub mod runtime;
+pub mod service;
 pub mod signals;
 pub mod spawn;
 pub mod supervisor;

@@ -389,6 +389,10 @@ impl SignalMap {
 /// under Docker's 10 s stop timeout.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3);
 
+/// The default whole-shutdown deadline in services mode: under Docker's 10 s, so keel
+/// finishes before Docker resorts to SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// How long keel waits for processes to vanish after SIGKILL before it exits regardless
 /// (a process in uninterruptible sleep, or one keel may not signal, must not hang it).
 pub const KILL_WAIT: Duration = Duration::from_secs(2);
@@ -429,6 +433,15 @@ pub struct Plan {
     /// `chdir("/")` once the main child is started, so keel does not pin the directory's
     /// mount (catatonit, dumb-init).
     pub release_cwd: bool,
+    /// Services from configuration files, besides the main command. Empty in
+    /// single-command mode.
+    pub services: Vec<ServiceSpec>,
+    /// The configuration files' paths as given (`--config`, or empty for the defaults) when
+    /// keel runs from a configuration: SIGHUP reads them again. `None`: single-command mode,
+    /// where every signal is the main child's.
+    pub config: Option<Vec<std::path::PathBuf>>,
+    /// Services mode: the whole shutdown's deadline (stop every service, then drain).
+    pub shutdown_timeout: Duration,
 }
 
 impl Plan {
@@ -455,7 +468,15 @@ impl Plan {
             stop_self_after: SigSet::EMPTY,
             term_group_on_exit: false,
             release_cwd: true,
+            services: Vec::new(),
+            config: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
+    }
+
+    /// Whether keel runs from a configuration (services mode) rather than one command.
+    pub fn is_services_mode(&self) -> bool {
+        self.config.is_some()
     }
 
     /// The main service's name ("" in pause mode).

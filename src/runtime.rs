@@ -215,7 +215,7 @@ impl Runtime {
     /// Perform one action. Returns the exit code when the action is Exit.
     fn perform(&mut self, action: Action, inputs: &mut VecDeque<Input>) -> Option<u8> {
         match action {
-            Action::Spawn => {
+            Action::Spawn(id) => {
                 let cmd = self.main_cmd.as_mut()?;
                 let (give_terminal, released_tty) = match cmd.isolation() {
                     Isolation::ProcessGroup => (spawn::owns_terminal(), false),
@@ -232,6 +232,7 @@ impl Runtime {
                             pipe: child.status,
                         });
                         inputs.push_front(Input::Spawned {
+                            id,
                             pid: child.pid,
                             released_tty,
                         });
@@ -243,7 +244,7 @@ impl Runtime {
                             }
                         }
                     }
-                    Err(e) => inputs.push_front(Input::SpawnFailed(e)),
+                    Err(err) => inputs.push_front(Input::SpawnFailed { id, err }),
                 }
             }
             Action::Signal { pid, sig } => {
@@ -269,6 +270,7 @@ impl Runtime {
             }
             Action::CancelTimer(t) => self.timers.retain(|(_, x)| *x != t),
             Action::Exit(code) => return Some(code),
+            Action::Probe(_) | Action::CancelProbe(_) | Action::Reload => {}
         }
         None
     }

@@ -1,30 +1,56 @@
 //! The runtime: keel's one event loop and the only code that acts on the supervisor's
 //! decisions.
 //!
-//! Owns: the epoll set (the signalfd and every exec-status pipe), the timers, and performing
-//! [`Action`]s. Sleeps only in `epoll_wait`, with no timeout unless a timer is armed, so an idle
-//! keel never wakes up.
+//! Owns: the epoll set (the signalfd, exec-status pipes, service output pipes, sd_notify
+//! sockets, notification pipes, TCP readiness checks), the timers, every per-service OS
+//! resource, and performing [`Action`]s. Sleeps only in `epoll_wait`, with no timeout unless a
+//! timer (or a partial log line) is due, so an idle keel never wakes up.
 //! Must not: decide anything about services (the supervisor does), or block anywhere but
 //! `epoll_wait`.
 //!
 //! Order within one wake-up: read every signal, then reap every child (exec failures of a
-//! reaped child are read first, so the reason is logged before the exit), then expired timers.
-//! Exits are thus applied before any signal or timer of the same pass: a TERM arriving just
-//! after the main child died goes to the stragglers, not to a reaped pid.
+//! reaped child are read first, so the reason is logged before the exit), then readiness
+//! messages, then expired timers. Exits are thus applied before any signal, readiness or
+//! timer of the same pass: a TERM arriving just after the main child died goes to the
+//! stragglers, not to a reaped pid, and a service that said READY=1 and died is not ready.
 
-use crate::plan::{Isolation, Plan};
-use crate::reap;
+use crate::logs::{self, Logs, RelayId, Stream};
+use crate::plan::{Isolation, Kind, Output, Plan, Readiness, ServiceSpec};
+use crate::readiness::{Notice, NotifyPipe, NotifySocket, PipeState, TcpProbe};
+use crate::reap::{self, Exit};
+use crate::service::ServiceId;
 use crate::signals::{self, Intake, Received};
-use crate::spawn::{self, ExecStatus, Prepared};
-use crate::supervisor::{Action, Input, Supervisor, TimerId};
+use crate::spawn::{self, ChildIo, ExecStatus, ExtraFd, Prepared};
+use crate::supervisor::{Action, Input, Note, Supervisor, TimerId};
 use crate::sys::{Epoll, SysError};
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-const TOKEN_SIGNALS: u64 = 0;
-/// Exec-status pipes are registered as `TOKEN_EXEC | pid`.
-const TOKEN_EXEC: u64 = 1 << 32;
+// epoll tokens: the high 32 bits say what, the low 32 bits which.
+const KIND_SIGNALS: u64 = 0;
+/// Exec-status pipes: `1 << 32 | pid`.
+const KIND_EXEC: u64 = 1;
+// 2 is logs::TOKEN_RANGE.
+/// sd_notify sockets: `3 << 32 | service id`.
+const KIND_NOTIFY: u64 = 3;
+/// Notification-fd pipes: `4 << 32 | service id`.
+const KIND_NOTIFY_PIPE: u64 = 4;
+/// TCP readiness checks: `5 << 32 | service id`.
+const KIND_TCP: u64 = 5;
+
+fn token(kind: u64, low: u64) -> u64 {
+    kind << 32 | (low & 0xffff_ffff)
+}
+
+/// Where sd_notify sockets are created (an abstract address is used when it is not
+/// writable).
+const NOTIFY_DIR: &str = "/run/keel/notify";
+
+/// How long keel waits at exit for its outputs to take the last service lines.
+const FINAL_FLUSH: Duration = Duration::from_millis(500);
 
 /// A child whose exec-status pipe is still open.
 struct Pending {
@@ -32,18 +58,59 @@ struct Pending {
     pipe: OwnedFd,
 }
 
+/// A readiness check attempt in flight.
+enum ProbeRun {
+    /// The check command runs as `pid`.
+    Exec { pid: i32 },
+    /// A connection attempt.
+    Tcp(TcpProbe),
+}
+
+/// Where a service's stdout and stderr go, set up once and kept across restarts.
+struct OutputFds {
+    /// The `output` setting these were made for (a reload may change it).
+    made_for: Output,
+    /// The child's fd 1 (`None`: keel's own).
+    stdout: Option<OwnedFd>,
+    /// The child's fd 2 (`None`: keel's own).
+    stderr: Option<OwnedFd>,
+    /// The relays behind the pipes, in prefix mode.
+    relays: Vec<RelayId>,
+}
+
+/// Every OS resource keel holds for one service.
+#[derive(Default)]
+struct Slot {
+    output: Option<OutputFds>,
+    notify: Option<NotifySocket>,
+    notify_pipe: Option<NotifyPipe>,
+    probe: Option<ProbeRun>,
+    /// Released after the service was retired by a reload.
+    released: bool,
+}
+
 /// Everything the loop owns.
 pub struct Runtime {
     epoll: Epoll,
     intake: Intake,
     supervisor: Supervisor,
-    /// The main command, ready to exec (`None` in pause mode).
+    /// The main command, ready to exec (`None` without one).
     main_cmd: Option<Prepared>,
     release_cwd: bool,
     timers: Vec<(Instant, TimerId)>,
     pending: Vec<Pending>,
     is_pid1: bool,
     my_pid: i32,
+    /// Services mode: the configuration paths to read again on reload.
+    config: Option<Vec<PathBuf>>,
+    /// keel's environment, captured once: every service starts from it.
+    keel_env: Vec<(OsString, OsString)>,
+    slots: Vec<Slot>,
+    /// Exec readiness checks: pid → (service, cancelled).
+    probes: Vec<(i32, ServiceId, bool)>,
+    /// The output relay, made when the first service in prefix mode starts.
+    logs: Option<Logs>,
+    dev_null: Option<OwnedFd>,
 }
 
 impl Runtime {
@@ -54,9 +121,10 @@ impl Runtime {
         main_cmd: Option<Prepared>,
     ) -> Result<Runtime, SysError> {
         let epoll = Epoll::new()?;
-        epoll.add(intake.fd(), TOKEN_SIGNALS)?;
+        epoll.add(intake.fd(), token(KIND_SIGNALS, 0))?;
         // SAFETY: getpid cannot fail.
         let my_pid = unsafe { libc::getpid() };
+        let config = plan.config.clone();
         Ok(Runtime {
             epoll,
             intake,
@@ -67,6 +135,16 @@ impl Runtime {
             pending: Vec::new(),
             is_pid1: my_pid == 1,
             my_pid,
+            keel_env: if config.is_some() {
+                spawn::keel_env()
+            } else {
+                Vec::new()
+            },
+            config,
+            slots: Vec::new(),
+            probes: Vec::new(),
+            logs: None,
+            dev_null: None,
         })
     }
 
@@ -80,48 +158,82 @@ impl Runtime {
                 let actions = self.supervisor.handle(input, Instant::now());
                 for action in actions {
                     if let Some(code) = self.perform(action, &mut inputs) {
-                        return code;
+                        return self.exit(code);
                     }
                 }
             }
+            self.release_retired();
             let timeout = self.timeout_ms(Instant::now());
             if let Err(e) = self.epoll.wait(&mut ready, timeout) {
                 // Only a bug can get here (EBADF, EINVAL). Leave no process behind.
                 log::error!("{e}; killing every process and exiting");
                 self.signal_all(libc::SIGKILL);
-                return 1;
+                return self.exit(1);
             }
             // `inputs` is empty here. Rebuild it in the documented order: exec failures,
-            // then exits, then signals, then timers.
+            // then exits, then signals, then readiness, then timers.
             let mut reap = false;
             let mut signal_inputs = Vec::new();
-            for &token in &ready {
-                if token == TOKEN_SIGNALS {
-                    received.clear();
-                    if let Err(e) = self.intake.drain(&mut received) {
-                        log::error!("{e}");
-                    }
-                    for r in &received {
-                        if r.signo == libc::SIGCHLD {
-                            reap = true;
-                        } else {
-                            signal_inputs.push(self.classify(r));
+            let mut ready_inputs = Vec::new();
+            let now = Instant::now();
+            for &tok in &ready {
+                let low = tok & 0xffff_ffff;
+                match tok >> 32 {
+                    KIND_SIGNALS => {
+                        received.clear();
+                        if let Err(e) = self.intake.drain(&mut received) {
+                            log::error!("{e}");
+                        }
+                        for r in &received {
+                            if r.signo == libc::SIGCHLD {
+                                reap = true;
+                            } else {
+                                signal_inputs.push(self.classify(r));
+                            }
                         }
                     }
-                } else if token & TOKEN_EXEC != 0 {
-                    let pid = (token & 0xffff_ffff) as i32;
-                    self.check_exec(pid, &mut inputs);
+                    KIND_EXEC => self.check_exec(low as u32 as i32, &mut inputs),
+                    KIND_NOTIFY => self.read_notify(low as ServiceId, &mut ready_inputs),
+                    KIND_NOTIFY_PIPE => self.read_notify_pipe(low as ServiceId, &mut ready_inputs),
+                    KIND_TCP => self.finish_tcp(low as ServiceId, &mut ready_inputs),
+                    _ if logs::owns(tok) => {
+                        if let Some(l) = self.logs.as_mut()
+                            && let Err(e) = l.on_event(&self.epoll, tok, now)
+                        {
+                            log::debug!("service output: {e}");
+                        }
+                    }
+                    _ => log::debug!("unknown epoll token {tok:#x}"),
                 }
             }
             if reap {
                 self.reap(&mut inputs);
             }
             inputs.extend(signal_inputs);
+            inputs.extend(ready_inputs);
             let now = Instant::now();
             let (due, later): (Vec<_>, Vec<_>) = self.timers.iter().partition(|(at, _)| *at <= now);
             self.timers = later;
             inputs.extend(due.into_iter().map(|(_, t)| Input::Timer(t)));
+            if let Some(l) = self.logs.as_mut()
+                && l.next_deadline().is_some_and(|d| d <= now)
+                && let Err(e) = l.on_timer(&self.epoll, now)
+            {
+                log::debug!("service output: {e}");
+            }
         }
+    }
+
+    /// Last words: every service line still in a pipe goes out, sockets are removed.
+    fn exit(&mut self, code: u8) -> u8 {
+        if let Some(l) = self.logs.as_mut()
+            && !l.flush_all(Instant::now() + FINAL_FLUSH)
+        {
+            log::warn!("some service output could not be written before exit");
+        }
+        // Dropping the slots unlinks the notify sockets.
+        self.slots.clear();
+        code
     }
 
     /// Turn a received signal into an input, or die of a genuine fault.
@@ -145,7 +257,7 @@ impl Runtime {
 
     fn reap(&mut self, inputs: &mut VecDeque<Input>) {
         match reap::reap_all() {
-            Ok(r) => {
+            Ok(mut r) => {
                 // Exec failures first, so the reason is logged before the exit it causes.
                 let mut front = Vec::new();
                 for (pid, _) in &r.exits {
@@ -154,7 +266,30 @@ impl Runtime {
                     }
                 }
                 inputs.extend(front);
+                // Readiness checks are the runtime's own children: their exit is a verdict.
+                let mut verdicts = Vec::new();
+                r.exits.retain(|(pid, exit)| {
+                    let Some(i) = self.probes.iter().position(|(p, _, _)| p == pid) else {
+                        return true;
+                    };
+                    let (_, id, cancelled) = self.probes.swap_remove(i);
+                    if let Some(slot) = self.slots.get_mut(id)
+                        && matches!(slot.probe, Some(ProbeRun::Exec { pid: p }) if p == *pid)
+                    {
+                        slot.probe = None;
+                    }
+                    if !cancelled {
+                        verdicts.push(if *exit == Exit::Code(0) {
+                            Input::Ready(id)
+                        } else {
+                            log::debug!("readiness check of service {id} ended with {exit}");
+                            Input::ProbeFailed(id)
+                        });
+                    }
+                    false
+                });
                 inputs.push_back(Input::Reaped(r));
+                inputs.extend(verdicts);
             }
             Err(e) => log::error!("{e}"),
         }
@@ -173,7 +308,9 @@ impl Runtime {
             }
             Ok(ExecStatus::Failed(err)) => {
                 self.forget_pending(i);
-                inputs.push_back(Input::ExecFailed { pid, err });
+                if let Some(input) = self.exec_failed(pid, err) {
+                    inputs.push_back(input);
+                }
             }
             Err(e) => {
                 log::warn!("{e}");
@@ -188,9 +325,19 @@ impl Runtime {
         let status = spawn::read_status(&self.pending[i].pipe);
         self.forget_pending(i);
         match status {
-            Ok(ExecStatus::Failed(err)) => Some(Input::ExecFailed { pid, err }),
+            Ok(ExecStatus::Failed(err)) => self.exec_failed(pid, err),
             _ => None,
         }
+    }
+
+    /// An exec failure: the supervisor's, unless it is a readiness check's.
+    fn exec_failed(&self, pid: i32, err: spawn::ExecError) -> Option<Input> {
+        if let Some((_, id, _)) = self.probes.iter().find(|(p, _, _)| *p == pid) {
+            let name = self.supervisor.service(*id).map_or("?", |s| &s.spec.name);
+            log::warn!("{name}: cannot run its readiness check: {err}");
+            return None;
+        }
+        Some(Input::ExecFailed { pid, err })
     }
 
     fn forget_pending(&mut self, i: usize) {
@@ -201,7 +348,8 @@ impl Runtime {
     }
 
     fn timeout_ms(&self, now: Instant) -> i32 {
-        match self.timers.iter().map(|(at, _)| *at).min() {
+        let logs = self.logs.as_ref().and_then(|l| l.next_deadline());
+        match self.timers.iter().map(|(at, _)| *at).chain(logs).min() {
             None => -1,
             Some(at) => {
                 let d = at.saturating_duration_since(now);
@@ -216,37 +364,19 @@ impl Runtime {
     fn perform(&mut self, action: Action, inputs: &mut VecDeque<Input>) -> Option<u8> {
         match action {
             Action::Spawn(id) => {
-                let cmd = self.main_cmd.as_mut()?;
-                let (give_terminal, released_tty) = match cmd.isolation() {
-                    Isolation::ProcessGroup => (spawn::owns_terminal(), false),
-                    Isolation::Session => (false, spawn::release_terminal()),
+                let input = if Some(id) == self.supervisor.main() {
+                    self.spawn_main(id)
+                } else {
+                    self.spawn_service(id)
                 };
-                match spawn::spawn(cmd, &self.intake.inherited, give_terminal) {
-                    Ok(child) => {
-                        let token = TOKEN_EXEC | (child.pid as u32 as u64);
-                        if let Err(e) = self.epoll.add(child.status.as_raw_fd(), token) {
-                            log::warn!("{e}");
-                        }
-                        self.pending.push(Pending {
-                            pid: child.pid,
-                            pipe: child.status,
-                        });
-                        inputs.push_front(Input::Spawned {
-                            id,
-                            pid: child.pid,
-                            released_tty,
-                        });
-                        if self.release_cwd {
-                            // Do not pin the working directory's mount (podman unmounts it).
-                            // SAFETY: the path is a valid C string.
-                            if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
-                                log::debug!("{}", SysError::last("chdir(/)"));
-                            }
-                        }
-                    }
-                    Err(err) => inputs.push_front(Input::SpawnFailed { id, err }),
+                inputs.push_front(input);
+            }
+            Action::Probe(id) => {
+                if let Some(input) = self.start_probe(id) {
+                    inputs.push_back(input);
                 }
             }
+            Action::CancelProbe(id) => self.cancel_probe(id),
             Action::Signal { pid, sig } => {
                 // SAFETY: plain syscall.
                 if unsafe { libc::kill(pid, sig) } != 0 {
@@ -264,15 +394,402 @@ impl Runtime {
                 // SAFETY: plain syscall. keel resumes on SIGCONT (and forwards it).
                 unsafe { libc::kill(self.my_pid, libc::SIGSTOP) };
             }
+            Action::Reload => inputs.push_back(Input::Reloaded(self.reload())),
             Action::ArmTimer(t, at) => {
                 self.timers.retain(|(_, x)| *x != t);
                 self.timers.push((at, t));
             }
             Action::CancelTimer(t) => self.timers.retain(|(_, x)| *x != t),
             Action::Exit(code) => return Some(code),
-            Action::Probe(_) | Action::CancelProbe(_) | Action::Reload => {}
         }
         None
+    }
+
+    /// The main command: keel's own stdio and terminal, as in single-command mode.
+    fn spawn_main(&mut self, id: ServiceId) -> Input {
+        let Some(cmd) = self.main_cmd.as_mut() else {
+            return Input::SpawnFailed {
+                id,
+                err: "no command prepared".into(),
+            };
+        };
+        let (give_terminal, released_tty) = match cmd.isolation() {
+            Isolation::ProcessGroup => (spawn::owns_terminal(), false),
+            Isolation::Session => (false, spawn::release_terminal()),
+        };
+        match spawn::spawn(cmd, &self.intake.inherited, give_terminal) {
+            Ok(child) => {
+                self.watch_exec(child.pid, child.status);
+                if self.release_cwd {
+                    // Do not pin the working directory's mount (podman unmounts it).
+                    // SAFETY: the path is a valid C string.
+                    if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+                        log::debug!("{}", SysError::last("chdir(/)"));
+                    }
+                }
+                Input::Spawned {
+                    id,
+                    pid: child.pid,
+                    released_tty,
+                }
+            }
+            Err(e) => Input::SpawnFailed {
+                id,
+                err: e.to_string(),
+            },
+        }
+    }
+
+    fn watch_exec(&mut self, pid: i32, pipe: OwnedFd) {
+        if let Err(e) = self.epoll.add(pipe.as_raw_fd(), token(KIND_EXEC, pid as u32 as u64)) {
+            log::warn!("{e}");
+        }
+        self.pending.push(Pending { pid, pipe });
+    }
+
+    fn slot(&mut self, id: ServiceId) -> &mut Slot {
+        if self.slots.len() <= id {
+            self.slots.resize_with(id + 1, Slot::default);
+        }
+        &mut self.slots[id]
+    }
+
+    /// A configured service: its own stdio, environment, readiness channel and identity.
+    fn spawn_service(&mut self, id: ServiceId) -> Input {
+        let Some(spec) = self.supervisor.service(id).map(|s| s.spec.clone()) else {
+            return Input::SpawnFailed {
+                id,
+                err: "unknown service".into(),
+            };
+        };
+        match self.try_spawn_service(id, &spec) {
+            Ok(pid) => Input::Spawned {
+                id,
+                pid,
+                released_tty: false,
+            },
+            Err(err) => Input::SpawnFailed { id, err },
+        }
+    }
+
+    fn try_spawn_service(&mut self, id: ServiceId, spec: &ServiceSpec) -> Result<i32, String> {
+        self.ensure_output(id, spec)?;
+        let mut extra_env = Vec::new();
+        if spec.kind == Kind::Notify || spec.ready == Readiness::SdNotify {
+            let sock = self.ensure_notify(id, spec)?;
+            extra_env.push((OsString::from("NOTIFY_SOCKET"), sock));
+        }
+        let mut notify_write: Option<OwnedFd> = None;
+        let mut extra = None;
+        if let Readiness::NotifyFd(n) = spec.ready {
+            let (pipe, write) = NotifyPipe::new().map_err(|e| e.to_string())?;
+            let old = self.slot(id).notify_pipe.take();
+            if let Some(old) = old {
+                let _ = self.epoll.remove(old.fd());
+            }
+            self.epoll
+                .add(pipe.fd(), token(KIND_NOTIFY_PIPE, id as u64))
+                .map_err(|e| e.to_string())?;
+            extra = Some(ExtraFd {
+                source: write.as_raw_fd(),
+                target: n,
+            });
+            self.slot(id).notify_pipe = Some(pipe);
+            notify_write = Some(write);
+        }
+        let mut cmd = Prepared::service(spec, &self.keel_env, &extra_env)?;
+        let io = self.child_io(id, spec, extra)?;
+        let child = spawn::spawn_with(&mut cmd, &self.intake.inherited, false, &io)
+            .map_err(|e| e.to_string())?;
+        // keel's copy of the notification pipe's write end must go, or the pipe never
+        // reports the service closing it.
+        drop(notify_write);
+        self.watch_exec(child.pid, child.status);
+        Ok(child.pid)
+    }
+
+    /// The child's stdio for a service (or one of its readiness checks).
+    fn child_io(
+        &mut self,
+        id: ServiceId,
+        spec: &ServiceSpec,
+        extra: Option<ExtraFd>,
+    ) -> Result<ChildIo, String> {
+        let stdin = if spec.output == Output::Inherit {
+            None
+        } else {
+            if self.dev_null.is_none() {
+                self.dev_null = Some(spawn::open_dev_null().map_err(|e| e.to_string())?);
+            }
+            self.dev_null.as_ref().map(|f| f.as_raw_fd())
+        };
+        let out = self.slots.get(id).and_then(|s| s.output.as_ref());
+        Ok(ChildIo {
+            stdin,
+            stdout: out.and_then(|o| o.stdout.as_ref()).map(|f| f.as_raw_fd()),
+            stderr: out.and_then(|o| o.stderr.as_ref()).map(|f| f.as_raw_fd()),
+            extra,
+        })
+    }
+
+    /// Make (once, and again if a reload changed `output`) where a service's output goes.
+    fn ensure_output(&mut self, id: ServiceId, spec: &ServiceSpec) -> Result<(), String> {
+        if self
+            .slots
+            .get(id)
+            .and_then(|s| s.output.as_ref())
+            .is_some_and(|o| o.made_for == spec.output)
+        {
+            return Ok(());
+        }
+        self.drop_output(id);
+        let fds = match &spec.output {
+            Output::Inherit => OutputFds {
+                made_for: Output::Inherit,
+                stdout: None,
+                stderr: None,
+                relays: Vec::new(),
+            },
+            Output::File(path) => {
+                let f = spawn::open_output_file(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let f2 = f
+                    .try_clone()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                OutputFds {
+                    made_for: spec.output.clone(),
+                    stdout: Some(f),
+                    stderr: Some(f2),
+                    relays: Vec::new(),
+                }
+            }
+            Output::Prefix => {
+                let logs = self.logs.get_or_insert_with(Logs::stdio);
+                let (r1, w1) = logs
+                    .add(&self.epoll, &spec.name, Stream::Stdout)
+                    .map_err(|e| e.to_string())?;
+                let (r2, w2) = match logs.add(&self.epoll, &spec.name, Stream::Stderr) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = logs.remove(&self.epoll, r1, Instant::now());
+                        return Err(e.to_string());
+                    }
+                };
+                OutputFds {
+                    made_for: Output::Prefix,
+                    stdout: Some(w1),
+                    stderr: Some(w2),
+                    relays: vec![r1, r2],
+                }
+            }
+        };
+        self.slot(id).output = Some(fds);
+        Ok(())
+    }
+
+    fn drop_output(&mut self, id: ServiceId) {
+        let Some(old) = self.slots.get_mut(id).and_then(|s| s.output.take()) else {
+            return;
+        };
+        if let Some(l) = self.logs.as_mut() {
+            for r in old.relays {
+                if let Err(e) = l.remove(&self.epoll, r, Instant::now()) {
+                    log::debug!("service output: {e}");
+                }
+            }
+        }
+    }
+
+    /// The service's sd_notify socket (made once); returns the NOTIFY_SOCKET value.
+    fn ensure_notify(&mut self, id: ServiceId, spec: &ServiceSpec) -> Result<OsString, String> {
+        if let Some(s) = self.slots.get(id).and_then(|s| s.notify.as_ref()) {
+            return Ok(s.env_value());
+        }
+        let owner = spec.credentials.as_ref().map(|c| (c.uid, c.gid));
+        let sock = NotifySocket::bind(std::path::Path::new(NOTIFY_DIR), &spec.name, owner)
+            .map_err(|e| format!("notify socket: {e}"))?;
+        self.epoll
+            .add(sock.fd(), token(KIND_NOTIFY, id as u64))
+            .map_err(|e| e.to_string())?;
+        let value = sock.env_value();
+        self.slot(id).notify = Some(sock);
+        Ok(value)
+    }
+
+    fn read_notify(&mut self, id: ServiceId, inputs: &mut Vec<Input>) {
+        let Some(sock) = self.slots.get(id).and_then(|s| s.notify.as_ref()) else {
+            return;
+        };
+        let mut grams = Vec::new();
+        if let Err(e) = sock.recv_all(&mut grams) {
+            log::debug!("notify socket: {e}");
+        }
+        for g in grams {
+            for n in g.notices {
+                let input = match n {
+                    Notice::Ready => Input::Ready(id),
+                    Notice::Status(s) => Input::Notified(id, Note::Status(s)),
+                    Notice::Stopping => Input::Notified(id, Note::Stopping),
+                    Notice::MainPid(p) => Input::Notified(id, Note::MainPid(p)),
+                    Notice::Watchdog => Input::Notified(id, Note::Watchdog),
+                    Notice::WatchdogTrigger => Input::Notified(id, Note::WatchdogTrigger),
+                    Notice::WatchdogUsec(u) => {
+                        Input::Notified(id, Note::WatchdogTimeout(Duration::from_micros(u)))
+                    }
+                    other => {
+                        log::debug!("service {id}: sd_notify {other:?} (no action)");
+                        continue;
+                    }
+                };
+                inputs.push(input);
+            }
+        }
+    }
+
+    fn read_notify_pipe(&mut self, id: ServiceId, inputs: &mut Vec<Input>) {
+        let Some(pipe) = self.slots.get(id).and_then(|s| s.notify_pipe.as_ref()) else {
+            return;
+        };
+        let state = match pipe.read() {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("notification pipe: {e}");
+                PipeState::Closed
+            }
+        };
+        match state {
+            PipeState::Nothing => return,
+            PipeState::Ready => inputs.push(Input::Ready(id)),
+            PipeState::Closed => {
+                let name = self.supervisor.service(id).map_or("?", |s| &s.spec.name);
+                log::warn!("{name} closed its notification fd without saying it is ready");
+            }
+        }
+        if let Some(p) = self.slots.get_mut(id).and_then(|s| s.notify_pipe.take()) {
+            let _ = self.epoll.remove(p.fd());
+        }
+    }
+
+    /// Start one readiness check attempt; an immediate verdict is returned.
+    fn start_probe(&mut self, id: ServiceId) -> Option<Input> {
+        self.cancel_probe(id);
+        let spec = self.supervisor.service(id)?.spec.clone();
+        match &spec.ready {
+            Readiness::Tcp { addr, .. } => match TcpProbe::start(*addr) {
+                Ok(p) => {
+                    if let Err(e) =
+                        self.epoll
+                            .add_events(p.fd(), token(KIND_TCP, id as u64), libc::EPOLLOUT as u32)
+                    {
+                        log::warn!("{}: readiness check: {e}", spec.name);
+                        return Some(Input::ProbeFailed(id));
+                    }
+                    self.slot(id).probe = Some(ProbeRun::Tcp(p));
+                    None
+                }
+                Err(e) => {
+                    log::debug!("{}: connect to {addr}: {e}", spec.name);
+                    Some(Input::ProbeFailed(id))
+                }
+            },
+            Readiness::Exec { argv, .. } => {
+                let mut check = spec.clone();
+                check.argv = argv.clone();
+                let started = Prepared::service(&check, &self.keel_env, &[]).and_then(|mut cmd| {
+                    let io = self.child_io(id, &spec, None)?;
+                    spawn::spawn_with(&mut cmd, &self.intake.inherited, false, &io)
+                        .map_err(|e| e.to_string())
+                });
+                match started {
+                    Ok(child) => {
+                        self.watch_exec(child.pid, child.status);
+                        self.probes.push((child.pid, id, false));
+                        self.slot(id).probe = Some(ProbeRun::Exec { pid: child.pid });
+                        None
+                    }
+                    Err(e) => {
+                        log::warn!("{}: cannot start its readiness check: {e}", spec.name);
+                        Some(Input::ProbeFailed(id))
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn cancel_probe(&mut self, id: ServiceId) {
+        match self.slots.get_mut(id).and_then(|s| s.probe.take()) {
+            Some(ProbeRun::Tcp(p)) => {
+                let _ = self.epoll.remove(p.fd());
+            }
+            Some(ProbeRun::Exec { pid }) => {
+                if let Some(p) = self.probes.iter_mut().find(|(p, _, _)| *p == pid) {
+                    p.2 = true;
+                }
+                // SAFETY: plain syscall; the pid is an unreaped child of keel, so it cannot
+                // have been reused.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            None => {}
+        }
+    }
+
+    fn finish_tcp(&mut self, id: ServiceId, inputs: &mut Vec<Input>) {
+        let Some(ProbeRun::Tcp(p)) = self.slots.get_mut(id).and_then(|s| s.probe.take()) else {
+            return;
+        };
+        let _ = self.epoll.remove(p.fd());
+        match p.finish() {
+            Ok(()) => inputs.push(Input::Ready(id)),
+            Err(e) => {
+                log::debug!("service {id}: connect to {}: {e}", p.addr());
+                inputs.push(Input::ProbeFailed(id));
+            }
+        }
+    }
+
+    /// Reading the configuration again (SIGHUP, `keel ctl reload`): the new service set,
+    /// fully validated (including what only spawning would otherwise find), or why not.
+    fn reload(&self) -> Result<Vec<ServiceSpec>, String> {
+        let paths = self.config.clone().unwrap_or_default();
+        let files = crate::config::discover(&paths)
+            .map_err(|e| one_line(&e.to_string()))?
+            .ok_or_else(|| "the configuration files are gone".to_string())?;
+        let config = crate::config::load(&files).map_err(|e| one_line(&e.to_string()))?;
+        for s in &config.services {
+            Prepared::service(s, &self.keel_env, &[]).map_err(|e| format!("{}: {e}", s.name))?;
+        }
+        Ok(config.services)
+    }
+
+    /// Free what services removed by a reload held, once they are down.
+    fn release_retired(&mut self) {
+        let done: Vec<ServiceId> = self
+            .supervisor
+            .services()
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.retired
+                    && !s.state.is_active()
+                    && self.slots.get(*i).is_some_and(|slot| !slot.released)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for id in done {
+            self.cancel_probe(id);
+            self.drop_output(id);
+            let slot = self.slot(id);
+            let notify = slot.notify.take();
+            let pipe = slot.notify_pipe.take();
+            slot.released = true;
+            if let Some(n) = notify {
+                let _ = self.epoll.remove(n.fd());
+            }
+            if let Some(p) = pipe {
+                let _ = self.epoll.remove(p.fd());
+            }
+        }
     }
 
     /// Send `sig` to every process keel is responsible for: as PID 1, everything in the
@@ -303,4 +820,9 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Several configuration errors as one log line.
+fn one_line(s: &str) -> String {
+    s.lines().collect::<Vec<_>>().join("; ")
 }

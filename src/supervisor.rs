@@ -19,7 +19,6 @@ use crate::reap::{Exit, Reaped};
 use crate::service::{AfterStop, Decision, Ending, Service, ServiceId, State, Want};
 use crate::signals::{self, SigSet};
 use crate::spawn::{ExecError, Stage};
-use crate::sys::SysError;
 use std::time::{Duration, Instant};
 
 /// A fact the runtime reports.
@@ -49,7 +48,7 @@ pub enum Input {
         /// Which service.
         id: ServiceId,
         /// Why.
-        err: SysError,
+        err: String,
     },
     /// A child reported that it could not exec (it exits with 127/126 next).
     ExecFailed {
@@ -503,7 +502,7 @@ impl Supervisor {
     fn on_spawn_failed(
         &mut self,
         id: ServiceId,
-        err: SysError,
+        err: String,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -515,9 +514,7 @@ impl Supervisor {
         }
         log::error!("cannot start '{}': {err}", s.spec.name);
         if Some(id) == self.main {
-            self.services[id].state = State::Failed {
-                reason: err.to_string(),
-            };
+            self.services[id].state = State::Failed { reason: err };
             self.services[id].want = Want::Down;
             if self.plan.is_services_mode() {
                 self.begin_shutdown(Some(1), now, out);
@@ -1649,10 +1646,7 @@ mod tests {
         let a = s.handle(
             Input::SpawnFailed {
                 id: 0,
-                err: SysError {
-                    op: "fork",
-                    errno: libc::EAGAIN,
-                },
+                err: "fork: Resource temporarily unavailable".into(),
             },
             now,
         );
@@ -2225,13 +2219,7 @@ mod tests {
                             spec("d", |s| s.after = vec!["b".into()]),
                         ])),
                         10 => Input::Notified(id, Note::MainPid(some_pid)),
-                        11 => Input::SpawnFailed {
-                            id,
-                            err: SysError {
-                                op: "fork",
-                                errno: libc::EAGAIN,
-                            },
-                        },
+                        11 => Input::SpawnFailed { id, err: "fork".into() },
                         12 => Input::ExecFailed {
                             pid: some_pid,
                             err: ExecError {

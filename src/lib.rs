@@ -15,6 +15,7 @@ pub mod duration;
 pub mod frontend;
 pub mod logger;
 pub mod plan;
+pub mod readiness;
 pub mod reap;
 pub mod runtime;
 pub mod service;

@@ -69,6 +69,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total as u64))
 }
 
+/// `now + d`, or as far as an `Instant` reaches: an absurd configured duration must mean
+/// "very late", never a panic in PID 1.
+pub fn later(now: std::time::Instant, d: Duration) -> std::time::Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// Print a duration the way it would be written: `3s`, `500ms`, `1.5s`.
 pub fn display(d: Duration) -> String {
     let ms = d.as_millis();

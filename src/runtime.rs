@@ -45,9 +45,12 @@ fn token(kind: u64, low: u64) -> u64 {
     kind << 32 | (low & 0xffff_ffff)
 }
 
-/// Where sd_notify sockets are created (an abstract address is used when it is not
-/// writable).
-const NOTIFY_DIR: &str = "/run/keel/notify";
+/// keel's runtime directory (sockets): `$KEEL_RUNTIME_DIR`, default `/run/keel`.
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("KEEL_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/run/keel"), PathBuf::from)
+}
 
 /// How long keel waits at exit for its outputs to take the last service lines.
 const FINAL_FLUSH: Duration = Duration::from_millis(500);
@@ -606,7 +609,10 @@ impl Runtime {
             return Ok(s.env_value());
         }
         let owner = spec.credentials.as_ref().map(|c| (c.uid, c.gid));
-        let sock = NotifySocket::bind(std::path::Path::new(NOTIFY_DIR), &spec.name, owner)
+        // sd_notify sockets live in <runtime dir>/notify (an abstract address is used when it
+        // is not writable).
+        let dir = runtime_dir().join("notify");
+        let sock = NotifySocket::bind(&dir, &spec.name, owner)
             .map_err(|e| format!("notify socket: {e}"))?;
         self.epoll
             .add(sock.fd(), token(KIND_NOTIFY, id as u64))

@@ -217,6 +217,8 @@ pub struct Supervisor {
     swallow: SigSet,
     /// A reload was requested and not answered yet.
     reloading: bool,
+    /// When the shutdown must be over (services mode, once it began).
+    deadline: Option<Instant>,
     /// The reaping pass being handled found no child left (so a drain has nothing to
     /// wait for).
     none_left: bool,
@@ -245,6 +247,7 @@ impl Supervisor {
             swallow: SigSet::EMPTY,
             reloading: false,
             none_left: false,
+            deadline: None,
         };
         s.link();
         s
@@ -480,7 +483,7 @@ impl Supervisor {
         if let Some(t) = spec.start_timeout {
             out.push(Action::ArmTimer(
                 TimerId::Service(id, Timer::StartTimeout),
-                now + t,
+                duration::later(now, t),
             ));
         }
         match (&spec.ready, spec.kind) {
@@ -492,7 +495,7 @@ impl Supervisor {
                 out.push(Action::Probe(id));
                 out.push(Action::ArmTimer(
                     TimerId::Service(id, Timer::ProbeTimeout),
-                    now + timeout,
+                    duration::later(now, timeout),
                 ));
             }
             (Readiness::Started | Readiness::NotifyFd(_) | Readiness::SdNotify, _) => {}
@@ -658,7 +661,7 @@ impl Supervisor {
             && crate::plan::is_stop_request(signo)
         {
             self.extra[id].forwarded_stop = Some(sig);
-            out.push(Action::ArmTimer(TimerId::StopTimeout, now + t));
+            out.push(Action::ArmTimer(TimerId::StopTimeout, duration::later(now, t)));
         }
     }
 
@@ -846,10 +849,10 @@ impl Supervisor {
                     self.spawn(id, now, out);
                 } else {
                     log::info!("restarting {} in {}", s.spec.name, duration::display(delay));
-                    s.state = State::Backoff { until: now + delay };
+                    s.state = State::Backoff { until: duration::later(now, delay) };
                     out.push(Action::ArmTimer(
                         TimerId::Service(id, Timer::Restart),
-                        now + delay,
+                        duration::later(now, delay),
                     ));
                 }
             }
@@ -917,7 +920,7 @@ impl Supervisor {
                 }
                 out.push(Action::ArmTimer(
                     TimerId::Service(id, Timer::StopKill),
-                    now + spec.stop_timeout,
+                    duration::later(now, spec.stop_timeout),
                 ));
                 for t in [
                     Timer::StartTimeout,
@@ -1007,7 +1010,7 @@ impl Supervisor {
         } else {
             out.push(Action::ArmTimer(
                 TimerId::Service(id, Timer::Probe),
-                now + interval,
+                duration::later(now, interval),
             ));
         }
     }
@@ -1049,7 +1052,7 @@ impl Supervisor {
                     self.extra[id].watchdog = Some(d);
                     out.push(Action::ArmTimer(
                         TimerId::Service(id, Timer::Watchdog),
-                        now + d,
+                        duration::later(now, d),
                     ));
                 }
             }
@@ -1059,7 +1062,7 @@ impl Supervisor {
                 {
                     out.push(Action::ArmTimer(
                         TimerId::Service(id, Timer::Watchdog),
-                        now + d,
+                        duration::later(now, d),
                     ));
                 }
             }
@@ -1225,10 +1228,9 @@ impl Supervisor {
         match self.phase {
             Phase::Up => {
                 self.phase = Phase::Stopping { code };
-                out.push(Action::ArmTimer(
-                    TimerId::Shutdown,
-                    now + self.plan.shutdown_timeout,
-                ));
+                let deadline = duration::later(now, self.plan.shutdown_timeout);
+                self.deadline = Some(deadline);
+                out.push(Action::ArmTimer(TimerId::Shutdown, deadline));
                 // Nothing is restarted or started from here on.
                 for s in &mut self.services {
                     s.want = Want::Down;
@@ -1283,7 +1285,13 @@ impl Supervisor {
         if sig != 0 {
             out.push(Action::SignalAll(sig));
         }
-        out.push(Action::ArmTimer(TimerId::Grace, now + self.plan.grace));
+        // In services mode the drain ends at the shutdown deadline too: the whole stop stays
+        // under it (and so under Docker's timeout).
+        let mut at = duration::later(now, self.plan.grace);
+        if let Some(deadline) = self.deadline {
+            at = at.min(deadline.max(now));
+        }
+        out.push(Action::ArmTimer(TimerId::Grace, at));
     }
 
     fn finish(&mut self, code: u8, out: &mut Vec<Action>) {
@@ -1403,7 +1411,7 @@ impl Supervisor {
                     out.push(Action::Probe(id));
                     out.push(Action::ArmTimer(
                         TimerId::Service(id, Timer::ProbeTimeout),
-                        now + timeout,
+                        duration::later(now, timeout),
                     ));
                 }
             }

@@ -9,7 +9,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-#[cfg(feature = "config")]
 pub mod config;
 pub mod duration;
 pub mod frontend;

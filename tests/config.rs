@@ -1,7 +1,6 @@
 //! `keel check`: validates configuration files and prints the plan, or every error with its
 //! file:line:column and exit code 2, before anything starts.
 
-#![cfg(feature = "config")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -8,6 +8,7 @@
 //! Must not: start anything.
 
 pub mod schema;
+pub mod tree;
 pub mod units;
 pub mod users;
 
@@ -15,14 +16,13 @@ use crate::plan::{
     Credentials, Kind, LimitAction, Limits, Output, Readiness, RestartPolicy, ServiceSpec,
 };
 use crate::signals;
-use schema::{CommandValue, FileLayer, GlobalLayer, ServiceLayer, StrOrInt};
-use std::collections::BTreeMap;
+use schema::{CommandValue, FileLayer, GlobalLayer, Names, ServiceLayer, StrOrInt};
 use std::ffi::OsString;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::Spanned;
+use tree::Spanned;
 
 /// The default configuration file.
 pub const DEFAULT_FILE: &str = "/etc/keel/keel.toml";
@@ -102,12 +102,13 @@ pub fn discover(paths: &[PathBuf]) -> Result<Option<Vec<PathBuf>>, ConfigErrors>
         match std::fs::metadata(&p) {
             Ok(m) if m.is_dir() => match std::fs::read_dir(&p) {
                 Ok(rd) => {
-                    let mut found: Vec<PathBuf> = rd
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|f| f.extension().is_some_and(|e| e == "toml"))
-                        .collect();
-                    found.sort();
+                    // Sorted as found: a few files, and slice::sort would cost ~5 KB of binary.
+                    let mut found: Vec<PathBuf> = Vec::new();
+                    for f in rd.flatten().map(|e| e.path()) {
+                        if f.extension().is_some_and(|e| e == "toml") {
+                            found.insert(found.partition_point(|x| *x < f), f);
+                        }
+                    }
                     files.extend(found);
                 }
                 Err(e) => errors.push(ConfigError {
@@ -236,34 +237,31 @@ pub fn load(files: &[PathBuf]) -> Result<Config, ConfigErrors> {
                 continue;
             }
         };
-        sources.files.push((f.clone(), base, text.clone()));
-        match toml::from_str::<FileLayer>(&text) {
-            Ok(mut layer) => {
-                layer.shift(base);
-                layers.push(layer);
-            }
-            Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                let at = Sources {
-                    files: vec![(f.clone(), 0, text.clone())],
-                }
-                .locate(offset);
-                let msg = e.message().trim().replace('\n', " ");
-                errors.push(ConfigError {
-                    at: Some(at),
-                    message: hint_unknown_key(&msg),
-                });
+        // This file's positions start at `base`, after the previous files' text, so one
+        // offset names a file and a place.
+        let layer = tree::parse(&text, base)
+            .map_err(|e| vec![(e.span, e.message)])
+            .and_then(FileLayer::decode);
+        let len = text.len();
+        sources.files.push((f.clone(), base, text));
+        match layer {
+            Ok(layer) => layers.push(layer),
+            Err(problems) => {
+                errors.extend(problems.into_iter().map(|(span, message)| ConfigError {
+                    at: Some(sources.locate(span.start)),
+                    message,
+                }))
             }
         }
         // One byte of separation keeps every file's offsets distinct, even empty files'.
-        base += text.len() + 1;
+        base += len + 1;
     }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     let mut global = GlobalLayer::default();
-    let mut services: BTreeMap<String, ServiceLayer> = BTreeMap::new();
-    let mut first_seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut services: Names<ServiceLayer> = Names::new();
+    let mut first_seen: Names<(String, usize)> = Names::new();
     let mut checker = Checker {
         sources: &sources,
         errors: Vec::new(),
@@ -287,12 +285,11 @@ pub fn load(files: &[PathBuf]) -> Result<Config, ConfigErrors> {
                 }
             }
             services
-                .entry(name.clone())
-                .or_default()
+                .get_or_insert_with(name, ServiceLayer::default)
                 .overlay(svc.get_ref());
         }
     }
-    let defaults = global.defaults.clone().unwrap_or_default();
+    let defaults = global.defaults.as_ref();
     let shutdown_timeout = checker
         .duration(&global.shutdown_timeout, "shutdown-timeout")
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
@@ -318,7 +315,11 @@ pub fn load(files: &[PathBuf]) -> Result<Config, ConfigErrors> {
                 ),
             );
         }
-        let mut merged = defaults.clone();
+        // Built by overlaying rather than cloned: ServiceLayer's Clone alone is ~6 KB of binary.
+        let mut merged = ServiceLayer::default();
+        if let Some(d) = defaults {
+            merged.overlay(d);
+        }
         merged.overlay(layer);
         if let Some(spec) = service(&mut checker, name, &merged, span, prefix, &users) {
             specs.push(spec);
@@ -336,18 +337,6 @@ pub fn load(files: &[PathBuf]) -> Result<Config, ConfigErrors> {
         },
         services: specs,
     })
-}
-
-/// serde's "unknown field `x`, expected one of ..." made into a one-line error with a fix.
-fn hint_unknown_key(msg: &str) -> String {
-    if let Some(rest) = msg.strip_prefix("unknown field `")
-        && let Some((key, _)) = rest.split_once('`')
-    {
-        return format!(
-            "unknown key '{key}' (check the spelling; keys are kebab-case, e.g. restart-sec); {msg}"
-        );
-    }
-    msg.to_string()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -709,8 +698,8 @@ fn limits(c: &mut Checker, l: &ServiceLayer) -> Limits {
 /// Unknown and cyclic dependencies, named at the place they are written.
 fn check_dependencies(
     c: &mut Checker,
-    services: &BTreeMap<String, ServiceLayer>,
-    _first: &BTreeMap<String, (String, usize)>,
+    services: &Names<ServiceLayer>,
+    _first: &Names<(String, usize)>,
 ) {
     for (name, l) in services {
         for (key, list) in [("after", &l.after), ("requires", &l.requires)] {
@@ -766,7 +755,10 @@ pub fn find_cycle(nodes: Vec<String>, deps: impl Fn(&str) -> Vec<String>) -> Opt
         Active,
         Done,
     }
-    let mut mark: BTreeMap<String, Mark> = nodes.iter().map(|n| (n.clone(), Mark::New)).collect();
+    let mut mark: Names<Mark> = Names::new();
+    for n in &nodes {
+        mark.insert(n.clone(), Mark::New);
+    }
     for start in &nodes {
         if mark.get(start) != Some(&Mark::New) {
             continue;
@@ -805,7 +797,7 @@ pub fn find_cycle(nodes: Vec<String>, deps: impl Fn(&str) -> Vec<String>) -> Opt
 
 /// Start order: services grouped in waves; every service's dependencies are in earlier waves.
 pub fn start_waves(services: &[ServiceSpec]) -> Vec<Vec<String>> {
-    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut placed: Names<usize> = Names::new();
     let mut waves: Vec<Vec<String>> = Vec::new();
     let mut left: Vec<&ServiceSpec> = services.iter().collect();
     while !left.is_empty() {

@@ -100,6 +100,26 @@ fn later_files_override_earlier_keys() {
     assert!(c.services.iter().any(|s| s.name == "extra"));
 }
 
+#[test]
+fn a_directory_gives_its_toml_files_in_lexical_order() {
+    let d = dir("order");
+    for name in [
+        "30-c.toml",
+        "10-a.toml",
+        "notes.txt",
+        "20-b.toml",
+        "05-z.toml",
+    ] {
+        write(&d, name, "");
+    }
+    let files = discover(std::slice::from_ref(&d)).unwrap().unwrap();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["05-z.toml", "10-a.toml", "20-b.toml", "30-c.toml"]);
+}
+
 /// (file text, expected "line:col", expected message part)
 const BAD: &[(&str, &str, &str)] = &[
     (

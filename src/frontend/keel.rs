@@ -28,7 +28,6 @@ pub enum Command {
 
 /// keel's own front-end: argv (without argv[0]) and the environment to an outcome.
 pub fn outcome(args: &[OsString], env: Env) -> Outcome {
-    #[cfg(feature = "config")]
     if args.first().is_some_and(|a| a == "check") {
         return check(&args[1..]);
     }
@@ -89,7 +88,6 @@ pub fn version_line() -> String {
     )
 }
 
-#[cfg(feature = "config")]
 /// `keel check [--config PATH]...`: validate the configuration and print the plan, or every
 /// error (one per line, `file:line:column: ...`) and exit 2.
 fn check(args: &[OsString]) -> Outcome {
@@ -143,7 +141,6 @@ fn check(args: &[OsString]) -> Outcome {
     }
 }
 
-#[cfg(feature = "config")]
 /// The plan `keel check` prints: files, global settings, start order and what waits for what.
 pub fn describe(c: &crate::config::Config) -> String {
     use crate::plan::{Kind, Readiness};

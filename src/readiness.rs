@@ -16,7 +16,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// Where notify sockets go unless the caller says otherwise: `/run/keel/notify/<service>`.
 pub const DEFAULT_NOTIFY_DIR: &str = "/run/keel/notify";
@@ -887,6 +886,7 @@ impl TcpProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::UnixDatagram;
 

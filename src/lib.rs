@@ -64,6 +64,17 @@ pub fn run(plan: Plan) -> u8 {
             }
         },
     };
+    // Everything a service needs that can be checked before it starts is checked now, so a
+    // bad configuration starts nothing (exit 2) instead of failing service by service.
+    if plan.is_services_mode() {
+        let env = spawn::keel_env();
+        for s in &plan.services {
+            if let Err(e) = spawn::Prepared::service(s, &env, &[]) {
+                log::error!("service {}: {e}", s.name);
+                return EXIT_USAGE;
+            }
+        }
+    }
     // Before anything is forked: from here on no signal can be lost.
     let intake = match signals::Intake::setup() {
         Ok(i) => i,

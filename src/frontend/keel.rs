@@ -32,7 +32,10 @@ pub fn outcome(args: &[OsString], env: Env) -> Outcome {
         return check(&args[1..]);
     }
     match parse(args, env) {
-        Ok(Command::Run(plan, log)) => Outcome::Run(plan, log),
+        Ok(Command::Run(mut plan, log)) => match attach_config(&mut plan) {
+            Ok(()) => Outcome::Run(plan, log),
+            Err(text) => Outcome::print_err(&text, crate::EXIT_USAGE),
+        },
         Ok(Command::Help) => Outcome::print_out(HELP, 0),
         Ok(Command::Version) => Outcome::print_out(&format!("{}\n", version_line()), 0),
         Err(e) => Outcome::print_err(&format!("keel: {e}\n"), crate::EXIT_USAGE),
@@ -55,6 +58,8 @@ keel - a tiny init for containers: runs CMD as its child, forwards signals, reap
 drains leftover processes, and exits with CMD's exit code.
 
 Usage: keel [OPTIONS] [--] CMD [ARGS...]
+       keel [OPTIONS] --config PATH [-- CMD [ARGS...]]   (services mode)
+       keel check [--config PATH]...                      (validate, print the plan)
 
 Options (each has an environment variable; a flag overrides it):
   -g, --process-group       forward signals to CMD's whole process group    KEEL_PROCESS_GROUP=1
@@ -66,6 +71,10 @@ Options (each has an environment variable; a flag overrides it):
       --stop-timeout DURATION
                             SIGKILL CMD if it has not exited DURATION after  KEEL_STOP_TIMEOUT=10s
                             a TERM/INT/QUIT/HUP/PWR reached it (default: none)
+      --config PATH         services from this TOML file or directory;     KEEL_CONFIG=a.toml,conf.d
+                            repeatable (default: /etc/keel/keel.toml and
+                            /etc/keel/keel.d/*.toml, when present). CMD, if
+                            given, starts last and its exit ends keel.
   -v, --verbose             more diagnostics on stderr; repeat for more     KEEL_LOG=info|debug|trace
   -h, --help                print this help
   -V, --version             print the version
@@ -141,6 +150,50 @@ fn check(args: &[OsString]) -> Outcome {
     }
 }
 
+/// The name the command gets in services mode (logs, `keel ctl`).
+pub const MAIN_NAME: &str = "main";
+
+/// Services mode: read the configuration (`--config`/`KEEL_CONFIG`, else the default
+/// files if present) into `plan`. Without any configuration this is single-command mode,
+/// which needs a command. Returns the text to print (exit 2) when that cannot be.
+fn attach_config(plan: &mut Plan) -> Result<(), String> {
+    let paths = plan.config.take().unwrap_or_default();
+    let files = match crate::config::discover(&paths) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return if plan.main.is_some() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "keel: {}\n",
+                    UsageError(format!(
+                        "no command given, and no configuration ({} or {}/*.toml): keel [OPTIONS] [--] CMD [ARGS...], or keel --config PATH",
+                        crate::config::DEFAULT_FILE,
+                        crate::config::DEFAULT_DIR
+                    ))
+                ))
+            };
+        }
+        Err(e) => return Err(format!("{e}\n")),
+    };
+    let config = crate::config::load(&files).map_err(|e| format!("{e}\n"))?;
+    if let Some(main) = plan.main.as_mut() {
+        if config.services.iter().any(|s| s.name == MAIN_NAME) {
+            return Err(format!(
+                "keel: a service is named '{MAIN_NAME}', the name of the command given on the command line; rename the service\n"
+            ));
+        }
+        main.name = MAIN_NAME.to_string();
+    }
+    plan.services = config.services;
+    plan.shutdown_timeout = config.global.shutdown_timeout;
+    if let Some(g) = config.global.grace {
+        plan.grace = g;
+    }
+    plan.config = Some(paths);
+    Ok(())
+}
+
 /// The plan `keel check` prints: files, global settings, start order and what waits for what.
 pub fn describe(c: &crate::config::Config) -> String {
     use crate::plan::{Kind, Readiness};
@@ -211,6 +264,8 @@ pub fn parse(args: &[OsString], env: Env) -> Result<Command, UsageError> {
     let mut plan = Plan::single(Vec::new());
     apply_env(&mut plan, env)?;
     let mut verbose = 0u8;
+    // --config replaces KEEL_CONFIG (a comma-separated list), which replaces the defaults.
+    let mut config_paths: Vec<std::path::PathBuf> = Vec::new();
 
     let mut i = 0;
     while i < args.len() {
@@ -245,6 +300,7 @@ pub fn parse(args: &[OsString], env: Env) -> Result<Command, UsageError> {
                 "remap-exit" => remap(&mut plan, &value()?, &flag)?,
                 "grace" => plan.grace = dur(&value()?, &flag)?,
                 "stop-timeout" => plan.stop_timeout = stop_timeout(&value()?, &flag)?,
+                "config" => config_paths.push(std::path::PathBuf::from(value()?)),
                 "verbose" => verbose = verbose.saturating_add(1),
                 "help" => return Ok(Command::Help),
                 "version" => return Ok(Command::Version),
@@ -291,15 +347,22 @@ pub fn parse(args: &[OsString], env: Env) -> Result<Command, UsageError> {
         }
     }
     let argv: Vec<OsString> = args[i.min(args.len())..].to_vec();
-    if argv.is_empty() {
-        return Err(UsageError(
-            "no command given: keel [OPTIONS] [--] CMD [ARGS...]".into(),
-        ));
-    }
-    if argv[0].is_empty() {
+    if argv.first().is_some_and(|a| a.is_empty()) {
         return Err(UsageError("the command is an empty string".into()));
     }
-    plan.main = Plan::single(argv).main;
+    // No command: services mode needs a configuration (checked once it is read).
+    plan.main = if argv.is_empty() {
+        None
+    } else {
+        Plan::single(argv).main
+    };
+    if config_paths.is_empty()
+        && let Some(v) = env("KEEL_CONFIG").filter(|v| !v.is_empty())
+    {
+        let v = v.to_string_lossy();
+        config_paths = list(&v).map(std::path::PathBuf::from).collect();
+    }
+    plan.config = (!config_paths.is_empty()).then_some(config_paths);
     let log = match verbose {
         0 => LogSetting::from_env(env, LevelFilter::Warn).map_err(UsageError)?,
         1 => LogSetting::level(LevelFilter::Info),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod frontend;
 pub mod logger;
+pub mod logs;
 pub mod plan;
 pub mod readiness;
 pub mod reap;

@@ -886,9 +886,9 @@ impl TcpProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
 
     /// A fresh directory for one test, removed when dropped.
     struct TempDir(PathBuf);

@@ -444,7 +444,10 @@ impl Runtime {
     }
 
     fn watch_exec(&mut self, pid: i32, pipe: OwnedFd) {
-        if let Err(e) = self.epoll.add(pipe.as_raw_fd(), token(KIND_EXEC, pid as u32 as u64)) {
+        if let Err(e) = self
+            .epoll
+            .add(pipe.as_raw_fd(), token(KIND_EXEC, pid as u32 as u64))
+        {
             log::warn!("{e}");
         }
         self.pending.push(Pending { pid, pipe });
@@ -683,10 +686,11 @@ impl Runtime {
         match &spec.ready {
             Readiness::Tcp { addr, .. } => match TcpProbe::start(*addr) {
                 Ok(p) => {
-                    if let Err(e) =
-                        self.epoll
-                            .add_events(p.fd(), token(KIND_TCP, id as u64), libc::EPOLLOUT as u32)
-                    {
+                    if let Err(e) = self.epoll.add_events(
+                        p.fd(),
+                        token(KIND_TCP, id as u64),
+                        libc::EPOLLOUT as u32,
+                    ) {
                         log::warn!("{}: readiness check: {e}", spec.name);
                         return Some(Input::ProbeFailed(id));
                     }

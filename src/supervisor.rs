@@ -502,13 +502,7 @@ impl Supervisor {
         }
     }
 
-    fn on_spawn_failed(
-        &mut self,
-        id: ServiceId,
-        err: String,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    fn on_spawn_failed(&mut self, id: ServiceId, err: String, now: Instant, out: &mut Vec<Action>) {
         let Some(s) = self.services.get(id) else {
             return;
         };
@@ -661,7 +655,10 @@ impl Supervisor {
             && crate::plan::is_stop_request(signo)
         {
             self.extra[id].forwarded_stop = Some(sig);
-            out.push(Action::ArmTimer(TimerId::StopTimeout, duration::later(now, t)));
+            out.push(Action::ArmTimer(
+                TimerId::StopTimeout,
+                duration::later(now, t),
+            ));
         }
     }
 
@@ -849,7 +846,9 @@ impl Supervisor {
                     self.spawn(id, now, out);
                 } else {
                     log::info!("restarting {} in {}", s.spec.name, duration::display(delay));
-                    s.state = State::Backoff { until: duration::later(now, delay) };
+                    s.state = State::Backoff {
+                        until: duration::later(now, delay),
+                    };
                     out.push(Action::ArmTimer(
                         TimerId::Service(id, Timer::Restart),
                         duration::later(now, delay),
@@ -2227,7 +2226,10 @@ mod tests {
                             spec("d", |s| s.after = vec!["b".into()]),
                         ])),
                         10 => Input::Notified(id, Note::MainPid(some_pid)),
-                        11 => Input::SpawnFailed { id, err: "fork".into() },
+                        11 => Input::SpawnFailed {
+                            id,
+                            err: "fork".into(),
+                        },
                         12 => Input::ExecFailed {
                             pid: some_pid,
                             err: ExecError {

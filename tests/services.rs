@@ -62,7 +62,11 @@ impl Setup {
     /// Wait until keel's stderr has a line containing `needle`.
     fn wait_log(&self, needle: &str, timeout: Duration) {
         let ok = wait_until(timeout, || self.stderr().contains(needle));
-        assert!(ok, "keel never logged '{needle}'; stderr:\n{}", self.stderr());
+        assert!(
+            ok,
+            "keel never logged '{needle}'; stderr:\n{}",
+            self.stderr()
+        );
     }
 }
 
@@ -127,7 +131,12 @@ command = "echo web up; echo web warns >&2; trap 'echo web >> @DIR@/stopped; exi
             return;
         };
         let ok = wait_until(LONG, || s.stdout().contains("web up"));
-        assert!(ok, "{mode:?}: stdout:\n{}\nstderr:\n{}", s.stdout(), s.stderr());
+        assert!(
+            ok,
+            "{mode:?}: stdout:\n{}\nstderr:\n{}",
+            s.stdout(),
+            s.stderr()
+        );
         let out = s.stdout();
         assert!(out.contains("init | init says hi"), "{out}");
         assert!(out.contains("api  | api saw init"), "{out}");
@@ -154,14 +163,24 @@ command = "trap 'echo side >> @DIR@/stopped; exit 0' TERM; echo side ready > @DI
         );
         let Some(keel) = s.start(
             mode,
-            &["--", "sh", "-c", "test -f SIDE && exit 7; exit 1"
-                .replace("SIDE", s.path("side").to_str().unwrap())
-                .as_str()],
+            &[
+                "--",
+                "sh",
+                "-c",
+                "test -f SIDE && exit 7; exit 1"
+                    .replace("SIDE", s.path("side").to_str().unwrap())
+                    .as_str(),
+            ],
         ) else {
             return;
         };
         let f = keel.finish(LONG);
-        assert_eq!(f.code(), 7, "{mode:?}: the main command starts once the services run\n{}", s.stderr());
+        assert_eq!(
+            f.code(),
+            7,
+            "{mode:?}: the main command starts once the services run\n{}",
+            s.stderr()
+        );
         assert_eq!(read(&s.path("stopped")), "side\n");
     }
 }
@@ -200,7 +219,11 @@ restart = "always"
     let t = Instant::now();
     send(pid, libc::SIGKILL);
     assert!(wait_until(LONG, || read(&s.path("steady")).lines().count() == 2));
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     let (code, _) = stop(keel, LONG);
     assert_eq!(code, 0);
 }
@@ -223,7 +246,7 @@ type = "notify"
 command = ["python3", "-c", "import os,socket,time; time.sleep(0.3); open('@DIR@/sd.before','w'); s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a=os.environ['NOTIFY_SOCKET']; a='\\0'+a[1:] if a[0]=='@' else a; s.sendto(b'STATUS=warm\\nREADY=1', a); time.sleep(1000)"]
 
 [service.tcpready]
-command = "sleep 0.3; exec busybox nc -lk -p 47311 -e true"
+command = "sleep 0.3; exec busybox nc -ll -p 47311 -e true"
 ready = { tcp = 47311, interval = "50ms" }
 
 [service.dependent]
@@ -244,7 +267,11 @@ command = "ls @DIR@ > @DIR@/seen; exec sleep 1000"
         assert!(seen.contains(f), "dependent started before {f}: {seen}");
     }
     for name in ["fdready", "execready", "sdready", "tcpready"] {
-        assert!(s.stderr().contains(&format!("{name} is ready")), "{}", s.stderr());
+        assert!(
+            s.stderr().contains(&format!("{name} is ready")),
+            "{}",
+            s.stderr()
+        );
     }
     let (code, _) = stop(keel, LONG);
     assert_eq!(code, 0, "{}", s.stderr());
@@ -307,7 +334,11 @@ command = "echo $$ >> @DIR@/added; exec sleep 1000"
     s.wait_log("1 added, 1 removed, 1 changed", LONG);
     assert!(wait_until(LONG, || read(&s.path("edit")).contains("v2")));
     assert!(wait_until(LONG, || !read(&s.path("added")).is_empty()));
-    assert_eq!(read(&s.path("keep")).lines().count(), 1, "unchanged: not restarted");
+    assert_eq!(
+        read(&s.path("keep")).lines().count(),
+        1,
+        "unchanged: not restarted"
+    );
     // A broken configuration is refused and nothing changes.
     s.write_config("[service.keep]\ncommand = 42\n");
     send(keel.keel_pid, libc::SIGHUP);
@@ -333,7 +364,11 @@ command = "echo uid=$(id -u) gid=$(id -g) home=$HOME user=$USER logname=$LOGNAME
     let Some(keel) = s.start(Mode::Pid1, &[]) else {
         return;
     };
-    assert!(wait_until(LONG, || s.stdout().contains("uid=")), "{}", s.stderr());
+    assert!(
+        wait_until(LONG, || s.stdout().contains("uid=")),
+        "{}",
+        s.stderr()
+    );
     let out = s.stdout();
     assert!(out.contains("uid=65534 gid=65534"), "{out}");
     assert!(out.contains("user=nobody logname=nobody"), "{out}");

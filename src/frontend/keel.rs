@@ -599,8 +599,6 @@ mod tests {
     fn errors_name_the_problem() {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case] = &[
-            (&[], &[], "no command given"),
-            (&["--"], &[], "no command given"),
             (&["-x", "true"], &[], "unknown option '-x'"),
             (&["--yolo", "true"], &[], "unknown option '--yolo'"),
             (&["-r"], &[], "-r needs a value"),
@@ -644,6 +642,63 @@ mod tests {
             assert!(err.ends_with("(see 'keel --help')"), "{err}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    #[test]
+    fn no_command_and_no_configuration() {
+        let dir = std::env::temp_dir().join(format!("keel-unit-{}-cfg", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = |_: &str| None;
+        for args in [&[][..], &["--"][..]] {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            if std::path::Path::new(crate::config::DEFAULT_FILE).exists()
+                || std::path::Path::new(crate::config::DEFAULT_DIR).exists()
+            {
+                eprintln!("SKIP: this machine has a default keel configuration");
+                return;
+            }
+            match outcome(&args, &env) {
+                Outcome::Print { text, stderr, code } => {
+                    assert!(stderr && code == crate::EXIT_USAGE);
+                    assert!(text.contains("no command given"), "{text}");
+                }
+                Outcome::Run(..) => panic!("ran without a command"),
+            }
+        }
+        // An empty configuration directory is services mode with nothing configured.
+        let args: Vec<OsString> = ["--config", dir.to_str().unwrap()]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        match outcome(&args, &env) {
+            Outcome::Run(plan, _) => {
+                assert!(plan.is_services_mode() && plan.main.is_none());
+            }
+            Outcome::Print { text, .. } => panic!("{text}"),
+        }
+        // With a command, the command is the service called "main".
+        std::fs::write(dir.join("a.toml"), "[service.web]\ncommand = \"true\"\n").unwrap();
+        let args: Vec<OsString> = ["--config", dir.to_str().unwrap(), "--", "sh"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        match outcome(&args, &env) {
+            Outcome::Run(plan, _) => {
+                assert_eq!(plan.main.as_ref().unwrap().name, MAIN_NAME);
+                assert_eq!(plan.services.len(), 1);
+            }
+            Outcome::Print { text, .. } => panic!("{text}"),
+        }
+        // A bad configuration: every error, exit 2.
+        std::fs::write(dir.join("b.toml"), "[service.x]\nrestart = \"sometimes\"\n").unwrap();
+        match outcome(&args, &env) {
+            Outcome::Print { text, code, .. } => {
+                assert_eq!(code, crate::EXIT_USAGE);
+                assert!(text.contains("b.toml:2:"), "{text}");
+            }
+            Outcome::Run(..) => panic!("ran a bad configuration"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -241,6 +241,67 @@ enum SinkKind {
     Discard,
 }
 
+impl SinkKind {
+    /// One write without blocking: bytes taken, or the errno (`EAGAIN` for no room).
+    fn write_once(&self, buf: &[u8]) -> Result<usize, i32> {
+        loop {
+            // SAFETY (all arms): buf is valid for buf.len() bytes; the fds are open and ours.
+            let n = match self {
+                SinkKind::Reopened(fd) | SinkKind::Plain(fd) => unsafe {
+                    libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len())
+                },
+                // MSG_NOSIGNAL: a peer that went away is an error to report, not a SIGPIPE.
+                SinkKind::Socket(fd) => unsafe {
+                    libc::send(
+                        fd.as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                },
+                SinkKind::Polled(fd) => {
+                    if !poll_writable(fd.as_raw_fd()) {
+                        return Err(libc::EAGAIN);
+                    }
+                    unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) }
+                }
+                SinkKind::Discard => return Ok(buf.len()),
+            };
+            if n > 0 {
+                return Ok(n as usize);
+            }
+            if n == 0 {
+                // Nothing taken from a non-empty batch: treat as "no room", never as progress.
+                return if buf.is_empty() {
+                    Ok(0)
+                } else {
+                    Err(libc::EAGAIN)
+                };
+            }
+            match sys::errno() {
+                libc::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+    }
+}
+
+/// A non-blocking writer on one of keel's own fds, for keel's own diagnostics (the logger):
+/// the same private-description rules as the relay's sinks, without a queue.
+pub struct Writer(SinkKind);
+
+impl Writer {
+    /// A writer on `fd` (fd 2 for the logger).
+    pub fn open(fd: RawFd) -> Writer {
+        Writer(open_sink(fd))
+    }
+
+    /// One write without blocking: bytes taken, or the errno (`EAGAIN`: no room now).
+    pub fn try_write(&self, buf: &[u8]) -> Result<usize, i32> {
+        self.0.write_once(buf)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     /// The queue is empty.
@@ -301,45 +362,7 @@ impl Sink {
 
     /// One write without blocking: bytes taken, or the errno (`EAGAIN` for no room).
     fn write_once(&self, buf: &[u8]) -> Result<usize, i32> {
-        loop {
-            // SAFETY (all arms): buf is valid for buf.len() bytes; the fds are open and ours.
-            let n = match &self.kind {
-                SinkKind::Reopened(fd) | SinkKind::Plain(fd) => unsafe {
-                    libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len())
-                },
-                // MSG_NOSIGNAL: a peer that went away is an error to report, not a SIGPIPE.
-                SinkKind::Socket(fd) => unsafe {
-                    libc::send(
-                        fd.as_raw_fd(),
-                        buf.as_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                },
-                SinkKind::Polled(fd) => {
-                    if !poll_writable(fd.as_raw_fd()) {
-                        return Err(libc::EAGAIN);
-                    }
-                    unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) }
-                }
-                SinkKind::Discard => return Ok(buf.len()),
-            };
-            if n > 0 {
-                return Ok(n as usize);
-            }
-            if n == 0 {
-                // Nothing taken from a non-empty batch: treat as "no room", never as progress.
-                return if buf.is_empty() {
-                    Ok(0)
-                } else {
-                    Err(libc::EAGAIN)
-                };
-            }
-            match sys::errno() {
-                libc::EINTR => continue,
-                e => return Err(e),
-            }
-        }
+        self.kind.write_once(buf)
     }
 
     /// Write batches until the queue is empty or the sink has no room. On a write error other

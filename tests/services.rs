@@ -159,6 +159,7 @@ fn main_command_exit_code_ends_keel_and_stops_services() {
             r#"
 [service.side]
 command = "trap 'echo side >> @DIR@/stopped; exit 0' TERM; echo side ready > @DIR@/side; while :; do sleep 0.05; done"
+ready = { exec = "test -f @DIR@/side", interval = "20ms" }
 "#,
         );
         let Some(keel) = s.start(
@@ -178,7 +179,7 @@ command = "trap 'echo side >> @DIR@/stopped; exit 0' TERM; echo side ready > @DI
         assert_eq!(
             f.code(),
             7,
-            "{mode:?}: the main command starts once the services run\n{}",
+            "{mode:?}: the main command starts once the services are ready\n{}",
             s.stderr()
         );
         assert_eq!(read(&s.path("stopped")), "side\n");

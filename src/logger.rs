@@ -16,8 +16,8 @@
 //! handful of levels; env_logger's filter and formatting machinery cost ~20 KB of the static
 //! binary and ~100 KiB of resident memory (measured with VmHWM) for nothing keel uses.
 
-use crate::plan::Dialect;
 use crate::logs::Writer;
+use crate::plan::Dialect;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

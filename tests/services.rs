@@ -497,7 +497,11 @@ command = "exec sleep 1000"
         return;
     };
     let kp = keel.keel_pid;
-    assert!(wait_until(LONG, || s.stdout().contains("flood")), "{}", s.stderr());
+    assert!(
+        wait_until(LONG, || s.stdout().contains("flood")),
+        "{}",
+        s.stderr()
+    );
     std::thread::sleep(Duration::from_millis(500));
     let baseline = vm_kib(kp, "VmRSS:");
     let mut seed = std::time::SystemTime::now()
@@ -528,7 +532,9 @@ command = "exec sleep 1000"
         }
         // A zombie may exist for a moment; one that stays is a reaping bug.
         for &(p, st, since) in &zombies {
-            let still = tree(kp).iter().any(|&(q, qs, qst)| q == p && qs == st && qst == 'Z');
+            let still = tree(kp)
+                .iter()
+                .any(|&(q, qs, qst)| q == p && qs == st && qst == 'Z');
             assert!(
                 !(still && since.elapsed() > Duration::from_millis(500)),
                 "pid {p} stayed a zombie for {:?}",
@@ -558,7 +564,17 @@ command = "exec sleep 1000"
         }
     }
     let (code, took) = stop(keel, LONG);
-    assert_eq!(code, 0, "{}", s.stderr().lines().rev().take(30).collect::<Vec<_>>().join("\n"));
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        s.stderr()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(took < Duration::from_secs(9), "stop took {took:?}");
     let leaked: Vec<i32> = seen
         .iter()

@@ -80,9 +80,15 @@ pub fn job_control(bin: &std::path::Path, mode: Mode, args: &[&str]) {
     screen
         .expect("^Z stopping sleep", |l| l.contains("Stopped"))
         .unwrap();
-    master.write_all(b"kill %1; echo \"KILLED<$?>\"\n").unwrap();
+    // Wait until bash has noticed the job's end before `exit`: under load it may not have
+    // yet, and bash then refuses the first `exit` ("There are stopped jobs").
+    master
+        .write_all(
+            b"kill %1; while jobs %1 >/dev/null 2>&1; do sleep 0.1; done; echo \"KILLED<gone>\"\n",
+        )
+        .unwrap();
     screen
-        .expect("the stopped job killed", |l| l.contains("KILLED<0>"))
+        .expect("the stopped job killed", |l| l.contains("KILLED<gone>"))
         .unwrap();
     assert!(alive(k.keel_pid), "{mode:?}: keel died of ^Z");
 

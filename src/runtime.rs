@@ -645,10 +645,8 @@ impl Runtime {
                     Notice::WatchdogUsec(u) => {
                         Input::Notified(id, Note::WatchdogTimeout(Duration::from_micros(u)))
                     }
-                    other => {
-                        log::debug!("service {id}: sd_notify {other:?} (no action)");
-                        continue;
-                    }
+                    // RELOADING, EXTEND_TIMEOUT_USEC, ERRNO: nothing keel acts on.
+                    _ => continue,
                 };
                 inputs.push(input);
             }

@@ -1305,7 +1305,7 @@ impl Supervisor {
                 let (Some(pid), Some(sig)) =
                     (self.services[id].state.pid(), self.extra[id].forwarded_stop)
                 else {
-                    log::debug!("stale timer {t:?}");
+                    log::debug!("stale stop timer");
                     return;
                 };
                 let timeout = self.plan.stop_timeout.map(duration::display);
@@ -1431,8 +1431,8 @@ impl Supervisor {
                     out,
                 );
             }
-            (timer, state) => log::debug!(
-                "{}: stale {timer:?} timer in state {}",
+            (_, state) => log::debug!(
+                "{}: stale timer in state {}",
                 self.name(id),
                 state.name()
             ),

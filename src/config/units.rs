@@ -4,7 +4,7 @@
 
 use super::schema::{IoMaxLayer, RlimitValue, StrOrInt};
 use crate::plan::{IoMax, Rlimit, Size};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 /// `4096`, `512K`, `64M`, `1G`, `1T` (powers of 1024), `50%` (of the machine's memory, resolved
 /// when applied), or `max`/`infinity`.
@@ -179,11 +179,17 @@ pub fn tcp_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = t.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    // Resolving a name reads /etc/hosts at most; done once, when the configuration is read.
-    t.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("'{text}' is not a port or host:port"))
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = t.strip_prefix("localhost:").and_then(|p| p.parse::<u16>().ok()) {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    // Host names are not resolved: a readiness check must not depend on DNS (and the
+    // resolver would cost PID 1 ~20 KB).
+    Err(format!(
+        "'{text}' is not a port, IP:port, [IPv6]:port or localhost:port (host names are not resolved)"
+    ))
 }
 
 #[cfg(test)]

@@ -391,7 +391,12 @@ impl Runtime {
                     }
                 }
             }
-            Action::SignalAll(sig) => self.signal_all(sig),
+            Action::SignalAll(sig) => {
+                self.signal_all(sig);
+                // With no process left at all no SIGCHLD will come: a reaping pass now says
+                // so (ECHILD), and the drain ends at once instead of at its timer.
+                self.reap(inputs);
+            }
             Action::StopSelf => {
                 log::debug!("stopping keel itself after a terminal stop signal");
                 // SAFETY: plain syscall. keel resumes on SIGCONT (and forwards it).

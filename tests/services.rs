@@ -130,7 +130,11 @@ command = "echo web up; echo web warns >&2; trap 'echo web >> @DIR@/stopped; exi
         let Some(keel) = s.start(mode, &[]) else {
             return;
         };
-        let ok = wait_until(LONG, || s.stdout().contains("web up"));
+        // api is ready when started, so web may print before api does: wait for both.
+        let ok = wait_until(LONG, || {
+            let out = s.stdout();
+            out.contains("web up") && out.contains("api saw init")
+        });
         assert!(
             ok,
             "{mode:?}: stdout:\n{}\nstderr:\n{}",
@@ -605,4 +609,56 @@ command = "exec sleep 1000"
         seen.len(),
         last.len()
     );
+}
+
+#[test]
+fn environment_directory_umask_and_file_output() {
+    let s = Setup::new(
+        "env",
+        r#"
+[service.envy]
+type = "oneshot"
+inherit-environment = false
+env-file = "@DIR@/env"
+environment = { FROM_TABLE = "table", SHARED = "table-wins" }
+working-directory = "@DIR@/work"
+umask = "027"
+rlimits = { nofile = 123 }
+output = "@DIR@/envy.log"
+command = "echo table=$FROM_TABLE file=$FROM_FILE shared=$SHARED keel=${KEEL_LOG:-unset} pwd=$(pwd) umask=$(umask) nofile=$(ulimit -n)"
+
+[service.raw]
+type = "oneshot"
+output = "inherit"
+command = "echo raw line"
+"#,
+    );
+    std::fs::create_dir_all(s.path("work")).unwrap();
+    std::fs::write(s.path("env"), "FROM_FILE=file\nSHARED=file\n# comment\n").unwrap();
+    let Some(keel) = s.start(Mode::Pid1, &[]) else {
+        return;
+    };
+    assert!(
+        wait_until(LONG, || read(&s.path("envy.log")).contains("table=")),
+        "{}",
+        s.stderr()
+    );
+    let line = read(&s.path("envy.log"));
+    let work = s.path("work");
+    assert_eq!(
+        line.trim(),
+        format!(
+            "table=table file=file shared=table-wins keel=unset pwd={} umask=0027 nofile=123",
+            work.display()
+        )
+    );
+    // inherit: the line is the service's own, unprefixed, on keel's stdout.
+    assert!(wait_until(LONG, || s
+        .stdout()
+        .lines()
+        .any(|l| l == "raw line")));
+    // Nothing runs any more: the stop is immediate (no wait for a SIGCHLD that cannot come).
+    let (code, took) = stop(keel, LONG);
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(1), "{took:?}");
 }

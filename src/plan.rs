@@ -173,6 +173,27 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// The resource limits a service may set, by their configuration names (`setrlimit`'s
+/// `RLIMIT_*` in lower case, without the prefix).
+pub const RLIMITS: &[(&str, i32)] = &[
+    ("as", libc::RLIMIT_AS as i32),
+    ("core", libc::RLIMIT_CORE as i32),
+    ("cpu", libc::RLIMIT_CPU as i32),
+    ("data", libc::RLIMIT_DATA as i32),
+    ("fsize", libc::RLIMIT_FSIZE as i32),
+    ("locks", libc::RLIMIT_LOCKS as i32),
+    ("memlock", libc::RLIMIT_MEMLOCK as i32),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE as i32),
+    ("nice", libc::RLIMIT_NICE as i32),
+    ("nofile", libc::RLIMIT_NOFILE as i32),
+    ("nproc", libc::RLIMIT_NPROC as i32),
+    ("rss", libc::RLIMIT_RSS as i32),
+    ("rtprio", libc::RLIMIT_RTPRIO as i32),
+    ("rttime", libc::RLIMIT_RTTIME as i32),
+    ("sigpending", libc::RLIMIT_SIGPENDING as i32),
+    ("stack", libc::RLIMIT_STACK as i32),
+];
+
 /// A memory size as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {

@@ -92,26 +92,6 @@ impl Stage {
     }
 }
 
-/// The names `setrlimit` failures are reported with.
-const RLIMIT_NAMES: &[(i32, &str)] = &[
-    (libc::RLIMIT_AS as i32, "RLIMIT_AS"),
-    (libc::RLIMIT_CORE as i32, "RLIMIT_CORE"),
-    (libc::RLIMIT_CPU as i32, "RLIMIT_CPU"),
-    (libc::RLIMIT_DATA as i32, "RLIMIT_DATA"),
-    (libc::RLIMIT_FSIZE as i32, "RLIMIT_FSIZE"),
-    (libc::RLIMIT_LOCKS as i32, "RLIMIT_LOCKS"),
-    (libc::RLIMIT_MEMLOCK as i32, "RLIMIT_MEMLOCK"),
-    (libc::RLIMIT_MSGQUEUE as i32, "RLIMIT_MSGQUEUE"),
-    (libc::RLIMIT_NICE as i32, "RLIMIT_NICE"),
-    (libc::RLIMIT_NOFILE as i32, "RLIMIT_NOFILE"),
-    (libc::RLIMIT_NPROC as i32, "RLIMIT_NPROC"),
-    (libc::RLIMIT_RSS as i32, "RLIMIT_RSS"),
-    (libc::RLIMIT_RTPRIO as i32, "RLIMIT_RTPRIO"),
-    (libc::RLIMIT_RTTIME as i32, "RLIMIT_RTTIME"),
-    (libc::RLIMIT_SIGPENDING as i32, "RLIMIT_SIGPENDING"),
-    (libc::RLIMIT_STACK as i32, "RLIMIT_STACK"),
-];
-
 /// A failure in the child before its program started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecError {
@@ -158,10 +138,14 @@ impl fmt::Display for ExecError {
             Stage::Stdout => write!(f, "cannot set up stdout: {e}"),
             Stage::Stderr => write!(f, "cannot set up stderr: {e}"),
             Stage::Fds => write!(f, "cannot set up file descriptors: {e}"),
-            Stage::Rlimit { resource } => match RLIMIT_NAMES.iter().find(|(r, _)| *r == resource) {
-                Some((_, name)) => write!(f, "setrlimit({name}): {e}"),
-                None => write!(f, "setrlimit({resource}): {e}"),
-            },
+            Stage::Rlimit { resource } => {
+                match crate::plan::RLIMITS.iter().find(|(_, r)| *r == resource) {
+                    Some((name, _)) => {
+                        write!(f, "setrlimit(RLIMIT_{}): {e}", name.to_ascii_uppercase())
+                    }
+                    None => write!(f, "setrlimit({resource}): {e}"),
+                }
+            }
             Stage::Setgroups => write!(f, "setgroups: {e}"),
             Stage::Setgid => write!(f, "setgid: {e}"),
             Stage::Setuid => write!(f, "setuid: {e}"),

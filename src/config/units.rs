@@ -86,24 +86,6 @@ pub fn umask(text: &str) -> Result<u32, String> {
     }
 }
 
-const RLIMITS: &[(&str, i32)] = &[
-    ("as", libc::RLIMIT_AS as i32),
-    ("core", libc::RLIMIT_CORE as i32),
-    ("cpu", libc::RLIMIT_CPU as i32),
-    ("data", libc::RLIMIT_DATA as i32),
-    ("fsize", libc::RLIMIT_FSIZE as i32),
-    ("locks", libc::RLIMIT_LOCKS as i32),
-    ("memlock", libc::RLIMIT_MEMLOCK as i32),
-    ("msgqueue", libc::RLIMIT_MSGQUEUE as i32),
-    ("nice", libc::RLIMIT_NICE as i32),
-    ("nofile", libc::RLIMIT_NOFILE as i32),
-    ("nproc", libc::RLIMIT_NPROC as i32),
-    ("rss", libc::RLIMIT_RSS as i32),
-    ("rtprio", libc::RLIMIT_RTPRIO as i32),
-    ("sigpending", libc::RLIMIT_SIGPENDING as i32),
-    ("stack", libc::RLIMIT_STACK as i32),
-];
-
 fn rlim_value(v: &StrOrInt) -> Result<u64, String> {
     match v {
         StrOrInt::Str(s) if matches!(s.as_str(), "infinity" | "unlimited") => {
@@ -120,8 +102,8 @@ fn rlim_value(v: &StrOrInt) -> Result<u64, String> {
 
 /// `nofile = 1024`, `nofile = [1024, 4096]`, `core = "infinity"`.
 pub fn rlimit(name: &str, v: &RlimitValue) -> Result<Rlimit, String> {
-    let Some((_, resource)) = RLIMITS.iter().find(|(n, _)| *n == name) else {
-        let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+    let Some((_, resource)) = crate::plan::RLIMITS.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = crate::plan::RLIMITS.iter().map(|(n, _)| *n).collect();
         return Err(format!("unknown limit; use one of: {}", names.join(", ")));
     };
     let (soft, hard) = match v {

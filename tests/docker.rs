@@ -7,6 +7,10 @@
 //!   ENTRYPOINT (`examples/Dockerfile`), and the in-container scenarios of `Dockerfile.test`
 //!   (`tests/docker/`), under keel as the ENTRYPOINT and under `--init`.
 //! - `podman`: keel as podman's `--init` (`--init-path`), with the same core checks.
+//! - `docker_workspace`: the services-mode example `examples/workspace/`, built and run by its
+//!   own `run.sh`: four services from `/etc/keel/keel.d` come up in order, log with prefixes,
+//!   restart, reload on SIGHUP, leave no zombies, and stop fast with exit 0.
+//!   `workspace_config_checks` validates its configuration with `keel check`, without docker.
 //!
 //! Each test starts what it needs (its own dockerd with its own data root, exec root, socket,
 //! containerd namespace and cgroup parent; podman with its own storage and state directories)
@@ -1502,4 +1506,464 @@ fn podman() {
     common_checks(&mut r, &with_init);
     drop(p);
     r.finish("podman", started);
+}
+
+// ------------------------------------------------------------------------------------------
+// examples/workspace: four services from /etc/keel/keel.d, keel as the ENTRYPOINT
+
+const WORKSPACE: &str = "keel-workspace-test:latest";
+const WORKSPACE_BASE: &str = "keel-workspace-test-base:latest";
+
+/// The example's configuration is valid and starts in the documented waves: checked with
+/// the keel cargo built for the tests, so a config regression fails without docker too.
+#[test]
+fn workspace_config_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workspace/keel.d");
+    let o = run(
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .arg("check")
+            .arg("--config")
+            .arg(&dir),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(o.code, 0, "keel check: {}", o.describe());
+    let out = &o.stdout;
+    for want in [
+        "configuration OK: 4 service(s)",
+        "shutdown deadline 5s",
+        "  1. init (oneshot; restart no)",
+        "  2. files (simple, ready: `/bin/sh -c wget -q -O /dev/null http://127.0.0.1:8081/cgi-bin/files 2>/dev/null` exits 0; restart on-failure); after init, requires init",
+        "  2. preview (simple, ready: tcp 127.0.0.1:8080 accepts; restart always); after init, requires init",
+        "  3. terminal (simple, ready: tcp 127.0.0.1:2323 accepts; restart on-abnormal); after files, after preview, requires init",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "keel check lacks the line\n{want}\n{}",
+            o.describe()
+        );
+    }
+    let files: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("  file "))
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            Path::new(f)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "10-init.toml",
+            "20-files.toml",
+            "30-preview.toml",
+            "40-terminal.toml"
+        ],
+        "{}",
+        o.describe()
+    );
+}
+
+/// `docker exec C sh -c SCRIPT`, required to exit 0.
+fn sh_in(e: &Engine, c: &str, script: &str) -> Result<Out, String> {
+    e.ok(&["exec", c, "sh", "-c", script])
+}
+
+/// PID, USER, STAT and ARGS of every process in the container.
+fn ps_in(e: &Engine, c: &str) -> Result<String, String> {
+    Ok(e.ok(&["exec", c, "ps", "-o", "pid,user,stat,args"])?.stdout)
+}
+
+/// Lines of `ps` output whose STAT is Z.
+fn zombies(ps: &str) -> Vec<String> {
+    ps.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|s| s.starts_with('Z'))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The lines keel relayed for service `name` (`NAME | text`, NAME padded with spaces), as
+/// (line number, text).
+fn lines_of<'a>(log: &'a str, name: &str) -> Vec<(usize, &'a str)> {
+    log.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let (n, text) = l.split_once(" | ")?;
+            (n.trim_end() == name).then_some((i, text))
+        })
+        .collect()
+}
+
+/// Poll `f` until it succeeds, or return its last error after `timeout`.
+fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("still failing after {timeout:?}: {e}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// `wget -O - URL` inside the container.
+fn get_in(e: &Engine, c: &str, url: &str) -> Result<String, String> {
+    Ok(e.ok(&["exec", c, "wget", "-q", "-O", "-", url])?.stdout)
+}
+
+/// A terminal session in the container: wait for the prompt, type a command, wait for its
+/// output, `exit`; prints what the session showed (telnet negotiation bytes included).
+const TELNET_SESSION: &str = r#"
+cd /tmp && rm -f t.in t.out && mkfifo t.in && : > t.out
+nc 127.0.0.1 2323 < t.in > t.out &
+exec 3> t.in
+wait_for() { i=0; until grep -q "$1" t.out; do i=$((i+1)); [ $i -lt 100 ] || return 1; sleep 0.1; done; }
+wait_for 'workspace:' && printf 'echo "T<$(id -un) $(pwd) $((6*7))>"\n' >&3 && wait_for 'T<dev'
+printf 'exit\n' >&3
+exec 3>&-
+wait
+cat t.out
+"#;
+
+/// The workspace example for real: built by its own run.sh, run as its README says (minus
+/// the published ports: this dockerd has no bridge network), then every service, the start
+/// order, the logs, a restart, a reload and `docker stop` checked from outside.
+#[test]
+fn docker_workspace() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let busybox = match docker_prereqs() {
+        Ok(bb) => bb,
+        Err(why) => return skip("docker", &why),
+    };
+    let keel = match static_keel() {
+        Ok(k) => k,
+        Err(why) => return skip("docker", &why),
+    };
+    let dir = scratch("workspace");
+    let init = dir.join("bin/keel");
+    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
+    std::fs::copy(&keel, &init).unwrap();
+    let mut d = Dockerd::start(&dir, &init);
+    let ready = d.wait_ready().unwrap_or_else(|e| panic!("{e}"));
+    println!("dockerd ready in {:.1}s", ready.as_secs_f64());
+    let e = d.engine.clone();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    // examples/workspace/run.sh, "the one command", against this dockerd, with this static
+    // keel, the base image imported from `busybox`, and no published ports (no bridge here).
+    let run_sh = |args: &[&str], name: &str| -> Result<Out, String> {
+        let mut cmd = Command::new("sh");
+        cmd.arg(root.join("examples/workspace/run.sh"))
+            .args(args)
+            .envs(e.env.iter().map(|(k, v)| (k, v)))
+            .env("DOCKER", &e.cli)
+            .env("KEEL", &keel)
+            .env("BUSYBOX", &busybox)
+            .env("BASE", WORKSPACE_BASE)
+            .env("IMAGE", WORKSPACE)
+            .env("NAME", name)
+            .env("PORTS", "none");
+        let o = run(&mut cmd, Duration::from_secs(180))?;
+        if o.code != 0 {
+            return Err(format!("run.sh {}: {}", args.join(" "), o.describe()));
+        }
+        Ok(o)
+    };
+    let mut r = Report::default();
+    let mut built = false;
+    r.check("examples/workspace/run.sh build", || {
+        let o = run_sh(&["build"], "unused")?;
+        built = true;
+        Ok(format!(
+            "base imported and {WORKSPACE} built in {:.1}s",
+            o.took.as_secs_f64()
+        ))
+    });
+    if built {
+        workspace_checks(&mut r, &e, &|name| {
+            run_sh(&["-d", "-e", "KEEL_LOG=info"], name).map(|_| ())
+        });
+    }
+    drop(d);
+    r.finish("docker workspace", started);
+}
+
+/// Kill the process of `service` (its `ps` line contains `needle`) with `signal`; wait until
+/// keel has started it again (a new pid, a second "init finished" line, ready again).
+fn kill_and_wait_back(
+    e: &Engine,
+    n: &str,
+    service: &str,
+    needle: &str,
+    signal: &str,
+) -> Result<String, String> {
+    let pid_of = |ps: &str| {
+        ps.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split_whitespace().next())
+            .map(String::from)
+    };
+    let ps = ps_in(e, n)?;
+    let pid = pid_of(&ps).ok_or_else(|| format!("no {service} process:\n{ps}"))?;
+    let t = Instant::now();
+    sh_in(e, n, &format!("kill -{signal} {pid}"))?;
+    let ready = format!("keel: info: {service} is ready");
+    let back = eventually(Duration::from_secs(10), || {
+        let logs = e.logs(n)?;
+        if logs.matches(&ready).count() < 2 {
+            return Err(format!("not ready again:\n{logs}"));
+        }
+        pid_of(&ps_in(e, n)?)
+            .filter(|p| *p != pid)
+            .ok_or_else(|| "no new process".to_string())
+    })?;
+    let took = t.elapsed();
+    let logs = e.logs(n)?;
+    let starts = lines_of(&logs, service)
+        .iter()
+        .filter(|(_, l)| l.starts_with("init finished at"))
+        .count();
+    if starts != 2 {
+        return Err(format!(
+            "want 2 {service} starts in the logs, {starts}:\n{logs}"
+        ));
+    }
+    let z = zombies(&ps_in(e, n)?);
+    if !z.is_empty() {
+        return Err(format!("zombies after restarting {service}: {z:?}"));
+    }
+    Ok(format!(
+        "{service}: {signal} to pid {pid}, pid {back} ready {:.2}s later",
+        took.as_secs_f64()
+    ))
+}
+
+/// `start(name)` runs the example detached as container `name`.
+fn workspace_checks(r: &mut Report, e: &Engine, start: &dyn Fn(&str) -> Result<(), String>) {
+    let c = Container::new(e);
+    let name = c.name.clone();
+    let n = name.as_str();
+    let mut up = false;
+    r.check("workspace: all four services come up", || {
+        let t = Instant::now();
+        start(n)?;
+        e.wait_logs(n, "terminal is ready", Duration::from_secs(20))?;
+        let took = t.elapsed();
+        let listing = get_in(e, n, "http://127.0.0.1:8081/cgi-bin/files/site")?;
+        if !listing.contains(r#"{"name":"index.html","type":"file""#) {
+            return Err(format!("file API listing of /site: {listing}"));
+        }
+        let via_api = get_in(e, n, "http://127.0.0.1:8081/cgi-bin/files/site/index.html")?;
+        let page = get_in(e, n, "http://127.0.0.1:8080/")?;
+        if !page.contains("<h1>keel workspace</h1>") || page != via_api {
+            return Err(format!(
+                "preview page and the file API's copy differ:\n{page}\n---\n{via_api}"
+            ));
+        }
+        // A terminal session: commands in, output back (with telnet negotiation bytes).
+        let session = sh_in(e, n, TELNET_SESSION)?.stdout;
+        if !session.contains("T<dev /workspace 42>") {
+            return Err(format!("terminal session: {session:?}"));
+        }
+        let ps = ps_in(e, n)?;
+        let owner = |needle: &str| {
+            ps.lines()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .map(String::from)
+        };
+        let users = [
+            ("httpd -f -vv -p 8081", "nobody"),
+            ("httpd -f -v -p 8080", "nobody"),
+            ("telnetd -F", "dev"),
+        ];
+        for (needle, want) in users {
+            if owner(needle).as_deref() != Some(want) {
+                return Err(format!("'{needle}' should run as {want}:\n{ps}"));
+            }
+        }
+        up = true;
+        Ok(format!(
+            "all ready {:.2}s after `docker run`; file API, preview and a telnet shell answer; servers as nobody, terminal as dev; /site: {}",
+            took.as_secs_f64(),
+            listing.trim()
+        ))
+    });
+    if !up {
+        println!("logs:\n{}", e.logs(n).unwrap_or_default());
+        return;
+    }
+    r.check("workspace: prefixed logs; init ran before the rest", || {
+        let logs = e.ok(&["logs", n])?;
+        let (out, err) = (&logs.stdout, &logs.stderr);
+        let init = lines_of(out, "init");
+        if init.len() != 1 || !init[0].1.starts_with("prepared /workspace: 2 files") {
+            return Err(format!("want one 'init | prepared' line in stdout:\n{out}"));
+        }
+        for s in ["files", "preview", "terminal"] {
+            // Each checked init's marker before printing this; and printed after init's line.
+            match lines_of(out, s).first() {
+                Some((i, text)) if *i > init[0].0 && text.starts_with("init finished at ") => {}
+                _ => return Err(format!("{s}'s first line is not after init's:\n{out}")),
+            }
+            // ... and it started once: no early start that failed on the missing marker.
+            let ended = format!("keel: info: {s} ended");
+            if lines_of(out, s).len() != 1 || err.contains(&ended) {
+                return Err(format!("{s} started more than once:\n{out}{err}"));
+            }
+        }
+        // httpd's request log (stderr), prefixed as well.
+        if !lines_of(err, "files")
+            .iter()
+            .any(|(_, l)| l.ends_with("url:/cgi-bin/files/site"))
+        {
+            return Err(format!("no prefixed request log on stderr:\n{err}"));
+        }
+        let order: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains(" is ready") || l.contains("init") && l.contains("done"))
+            .collect();
+        Ok(format!("stdout order OK; keel: {}", order.join(" / ")))
+    });
+    r.check(
+        "workspace: restarts: preview on TERM (always), terminal on KILL (on-abnormal)",
+        || {
+            let a = kill_and_wait_back(e, n, "preview", "httpd -f -v -p 8080", "TERM")?;
+            let b = kill_and_wait_back(e, n, "terminal", "telnetd -F", "KILL")?;
+            Ok(format!("{a}; {b}"))
+        },
+    );
+    r.check("workspace: SIGHUP starts a service added to keel.d", || {
+        let extra = r#"[service.extra]
+after = ["init"]
+user = "nobody"
+command = "echo extra up as $(id -un); exec httpd -f -p 8082 -h /workspace/site"
+ready = { tcp = 8082, interval = "50ms" }
+"#;
+        sh_in(
+            e,
+            n,
+            &format!("cat > /etc/keel/keel.d/50-extra.toml <<'TOML'\n{extra}TOML"),
+        )?;
+        let t = Instant::now();
+        e.ok(&["kill", "-s", "HUP", n])?;
+        let logs = e.wait_logs(n, "extra is ready", Duration::from_secs(10))?;
+        let took = t.elapsed();
+        if !lines_of(&logs, "extra")
+            .iter()
+            .any(|(_, l)| *l == "extra up as nobody")
+        {
+            return Err(format!("no prefixed line from extra:\n{logs}"));
+        }
+        let summary = logs
+            .lines()
+            .find(|l| l.contains("1 added"))
+            .ok_or_else(|| format!("no reload summary:\n{logs}"))?;
+        let page = get_in(e, n, "http://127.0.0.1:8082/")?;
+        if !page.contains("<h1>keel workspace</h1>") {
+            return Err(format!("extra serves: {page}"));
+        }
+        // The others were not restarted by the reload.
+        let starts = lines_of(&logs, "files")
+            .iter()
+            .filter(|(_, l)| l.starts_with("init finished at"))
+            .count();
+        if starts != 1 {
+            return Err(format!("files started {starts} times:\n{logs}"));
+        }
+        let z = zombies(&ps_in(e, n)?);
+        if !z.is_empty() {
+            return Err(format!("zombies after the reload: {z:?}"));
+        }
+        Ok(format!(
+            "extra ready {:.2}s after HUP; keel: {}",
+            took.as_secs_f64(),
+            summary.trim()
+        ))
+    });
+    r.check("workspace: no zombies", || {
+        // A terminal session left open at stop time, and one that ended already.
+        e.ok(&[
+            "exec",
+            "-d",
+            n,
+            "sh",
+            "-c",
+            "(echo 'echo open session'; sleep 60) | nc 127.0.0.1 2323",
+        ])?;
+        sh_in(e, n, "(echo exit; sleep 1) | nc 127.0.0.1 2323")?;
+        std::thread::sleep(Duration::from_millis(500));
+        let ps = ps_in(e, n)?;
+        let z = zombies(&ps);
+        if !z.is_empty() {
+            return Err(format!("zombies: {z:?}\n{ps}"));
+        }
+        let shells = ps.lines().filter(|l| l.ends_with("/bin/sh")).count();
+        Ok(format!(
+            "{} processes, none Z ({shells} terminal shell(s) open)",
+            ps.lines().count() - 1
+        ))
+    });
+    // run.sh runs with --rm: the exit code and the last logs come from `docker wait` and
+    // `docker logs -f`, attached before the stop.
+    let mut logs = String::new();
+    r.check("workspace: docker stop is fast, orderly, exit 0", || {
+        std::thread::scope(|sc| {
+            let wait = sc.spawn(|| e.run_t(&["wait", n], Duration::from_secs(30)));
+            let follow = sc.spawn(|| e.run_t(&["logs", "-f", n], Duration::from_secs(30)));
+            std::thread::sleep(Duration::from_millis(300));
+            let stop = e.ok(&["stop", n]);
+            let wait = wait.join().unwrap()?;
+            let follow = follow.join().unwrap()?;
+            logs = follow.all();
+            let took = stop?.took;
+            let code = wait.stdout.trim();
+            println!(
+                "  workspace: `docker stop` took {:.2}s, exit {code}",
+                took.as_secs_f64()
+            );
+            if took >= Duration::from_secs(2) || code != "0" {
+                return Err(format!(
+                    "stop took {:.2}s, exit {code}; want < 2s and 0; logs:\n{logs}",
+                    took.as_secs_f64()
+                ));
+            }
+            // Stopped in reverse dependency order, each on its SIGTERM.
+            let at = |s: &str| logs.find(&format!("keel: info: {s} stopped"));
+            let order = ["terminal", "preview", "files"].map(at);
+            if order.iter().any(Option::is_none) || order[0] > order[1] || order[0] > order[2] {
+                return Err(format!(
+                    "terminal must stop first, then the servers:\n{logs}"
+                ));
+            }
+            let shutdown = logs.split_once("SIGTERM: shutting down").map(|(_, t)| t);
+            if shutdown.is_none_or(|t| t.contains("SIGKILL")) {
+                return Err(format!("no shutdown, or one that needed SIGKILL:\n{logs}"));
+            }
+            Ok(format!(
+                "stop took {:.2}s; exit 0; terminal stopped before files and preview",
+                took.as_secs_f64()
+            ))
+        })
+    });
+    println!(
+        "  workspace: container logs:\n{}",
+        logs.lines()
+            .map(|l| format!("    | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

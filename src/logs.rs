@@ -121,6 +121,8 @@ pub struct RecentLine {
 /// The service output relay. See the module documentation.
 pub struct Logs {
     relays: Vec<Relay>,
+    /// The prefix width from [`Logs::set_names`].
+    min_width: usize,
     out: Sink,
     err: Sink,
     rings: Vec<Ring>,
@@ -563,6 +565,7 @@ impl Logs {
     pub fn with_sinks(out: RawFd, err: RawFd) -> Logs {
         Logs {
             relays: Vec::new(),
+            min_width: 0,
             out: Sink::open(out, TOKEN_SINK_OUT, "write service output to stdout"),
             err: Sink::open(err, TOKEN_SINK_ERR, "write service output to stderr"),
             rings: Vec::new(),
@@ -806,6 +809,18 @@ impl Logs {
         Some((relay, sink, ring))
     }
 
+    /// Pad prefixes to at least the longest of `names` (every service that will print through
+    /// the relay, known from the configuration), so the column does not move as services
+    /// start one by one.
+    pub fn set_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.min_width = names
+            .into_iter()
+            .map(|n| shown(n).chars().count())
+            .max()
+            .unwrap_or(0);
+        self.relabel();
+    }
+
     /// Pad every prefix to the longest (shown) name.
     fn relabel(&mut self) {
         let width = self
@@ -813,7 +828,8 @@ impl Logs {
             .iter()
             .map(|r| shown(&r.name).chars().count())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(self.min_width);
         for r in &mut self.relays {
             let name = shown(&r.name);
             r.first = format!("{name:<width$} | ").into_bytes();

@@ -402,7 +402,19 @@ impl Runtime {
                 // SAFETY: plain syscall. keel resumes on SIGCONT (and forwards it).
                 unsafe { libc::kill(self.my_pid, libc::SIGSTOP) };
             }
-            Action::Reload => inputs.push_back(Input::Reloaded(self.reload())),
+            Action::Reload => {
+                let result = self.reload();
+                if let (Ok(specs), Some(logs)) = (&result, self.logs.as_mut()) {
+                    // Keep the prefix column wide enough for every service of the new set.
+                    logs.set_names(
+                        specs
+                            .iter()
+                            .filter(|s| s.output == Output::Prefix)
+                            .map(|s| s.name.as_str()),
+                    );
+                }
+                inputs.push_back(Input::Reloaded(result));
+            }
             Action::ArmTimer(t, at) => {
                 self.timers.retain(|(_, x)| *x != t);
                 self.timers.push((at, t));
@@ -575,7 +587,14 @@ impl Runtime {
                 }
             }
             Output::Prefix => {
-                let logs = self.logs.get_or_insert_with(Logs::stdio);
+                if self.logs.is_none() {
+                    let mut logs = Logs::stdio();
+                    logs.set_names(self.prefixed_names().iter().map(String::as_str));
+                    self.logs = Some(logs);
+                }
+                let Some(logs) = self.logs.as_mut() else {
+                    return Err("no output relay".into());
+                };
                 let (r1, w1) = logs
                     .add(&self.epoll, &spec.name, Stream::Stdout)
                     .map_err(|e| e.to_string())?;
@@ -773,6 +792,16 @@ impl Runtime {
             Prepared::service(s, &self.keel_env, &[]).map_err(|e| format!("{}: {e}", s.name))?;
         }
         Ok(config.services)
+    }
+
+    /// The names of every live service whose output is prefixed: the prefix column's width.
+    fn prefixed_names(&self) -> Vec<String> {
+        self.supervisor
+            .services()
+            .iter()
+            .filter(|s| !s.retired && s.spec.output == Output::Prefix)
+            .map(|s| s.spec.name.clone())
+            .collect()
     }
 
     /// Free what services removed by a reload held, once they are down.

@@ -120,11 +120,11 @@ command = "sleep 0.2; echo init-ran > @DIR@/init.done; echo init says hi"
 
 [service.api]
 after = ["init"]
-command = "test -f @DIR@/init.done && echo api saw init; trap 'echo api >> @DIR@/stopped; exit 0' TERM; while :; do sleep 0.05; done"
+command = "trap 'echo api >> @DIR@/stopped; exit 0' TERM; test -f @DIR@/init.done && echo api saw init; while :; do sleep 0.05; done"
 
 [service.web]
 requires = ["api"]
-command = "echo web up; echo web warns >&2; trap 'echo web >> @DIR@/stopped; exit 0' TERM; while :; do sleep 0.05; done"
+command = "trap 'echo web >> @DIR@/stopped; exit 0' TERM; echo web up; echo web warns >&2; while :; do sleep 0.05; done"
 "#,
         );
         let Some(keel) = s.start(mode, &[]) else {
@@ -661,4 +661,35 @@ command = "echo raw line"
     let (code, took) = stop(keel, LONG);
     assert_eq!(code, 0);
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn prefixes_are_aligned_from_the_first_line() {
+    let s = Setup::new(
+        "align",
+        r#"
+[service.a]
+type = "oneshot"
+command = "echo first"
+
+[service.much-longer-name]
+after = ["a"]
+type = "oneshot"
+command = "echo second"
+"#,
+    );
+    let Some(keel) = s.start(Mode::Plain, &[]) else {
+        return;
+    };
+    assert!(
+        wait_until(LONG, || s.stdout().contains("second")),
+        "{}",
+        s.stderr()
+    );
+    let (code, _) = stop(keel, LONG);
+    assert_eq!(code, 0);
+    assert_eq!(
+        s.stdout(),
+        "a                | first\nmuch-longer-name | second\n"
+    );
 }

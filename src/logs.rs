@@ -157,6 +157,17 @@ struct Relay {
 }
 
 impl Relay {
+    /// The unused part of the line buffer, allocated at the first output: a service that
+    /// never prints costs no buffer (measured: 13 KiB per service with 200 services).
+    fn free(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0; RELAY_BUF].into_boxed_slice();
+        }
+        self.buf.get_mut(self.len..).unwrap_or_default()
+    }
+}
+
+impl Relay {
     fn token(&self) -> u64 {
         TOKEN_RELAY | u64::from(self.id)
     }
@@ -602,7 +613,8 @@ impl Logs {
             name: name.to_string(),
             stream,
             fd: read,
-            buf: vec![0; RELAY_BUF].into_boxed_slice(),
+            // Allocated at the first output (see Relay::free).
+            buf: Box::default(),
             len: 0,
             first: Vec::new(),
             cont: Vec::new(),
@@ -706,16 +718,15 @@ impl Logs {
                 };
                 // One read per relay per round, so one endless writer cannot hold up the rest.
                 if !*done {
-                    match relay.buf.get_mut(relay.len..) {
-                        Some(free) if !free.is_empty() => {
-                            match sys::read_nonblock(relay.fd.as_raw_fd(), free) {
-                                Ok(Some(n)) if n > 0 => {
-                                    relay.len += n;
-                                    progress = true;
-                                }
-                                _ => *done = true,
+                    let fd = relay.fd.as_raw_fd();
+                    match Some(relay.free()) {
+                        Some(free) if !free.is_empty() => match sys::read_nonblock(fd, free) {
+                            Ok(Some(n)) if n > 0 => {
+                                relay.len += n;
+                                progress = true;
                             }
-                        }
+                            _ => *done = true,
+                        },
                         _ => {}
                     }
                 }
@@ -846,10 +857,11 @@ impl Logs {
             // A stale readiness from before it stopped being watched.
             return Ok(());
         }
-        let Some(free) = relay.buf.get_mut(relay.len..).filter(|f| !f.is_empty()) else {
+        let fd = relay.fd.as_raw_fd();
+        let Some(free) = Some(relay.free()).filter(|f| !f.is_empty()) else {
             return self.feed(epoll, i, false, now);
         };
-        match sys::read_nonblock(relay.fd.as_raw_fd(), free) {
+        match sys::read_nonblock(fd, free) {
             Ok(None) => Ok(()),
             Ok(Some(n)) if n > 0 => {
                 relay.len += n;

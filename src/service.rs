@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub type ServiceId = usize;
 
 /// A run that lasted at least this long was healthy: the next restart is immediate and the
-/// backoff starts over (s6's rule: a service that died young waits, one that ran does not).
+/// backoff starts over (runit's rule: a service that died young waits, one that ran does not).
 pub const HEALTHY_RUN: Duration = Duration::from_secs(1);
 
 /// What a service is doing now.

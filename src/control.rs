@@ -397,7 +397,12 @@ pub enum Request {
 pub const DEFAULT_LOG_LINES: usize = 100;
 
 fn obj(fields: Vec<(&str, Json)>) -> Json {
-    Json::Obj(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Json::Obj(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 fn strs(names: &[String]) -> Json {
@@ -486,7 +491,11 @@ impl<'a> Fields<'a> {
         }
     }
     fn finish(self) -> Result<(), String> {
-        match self.all.iter().find(|(k, _)| !self.used.contains(&k.as_str())) {
+        match self
+            .all
+            .iter()
+            .find(|(k, _)| !self.used.contains(&k.as_str()))
+        {
             Some((k, _)) => Err(format!("unknown field \"{k}\"")),
             None => Ok(()),
         }
@@ -503,7 +512,9 @@ impl Request {
         let some_names = |f: &mut Fields, cmd: &str| -> Result<Vec<String>, String> {
             let names = f.names("names")?;
             if names.is_empty() {
-                return Err(format!("{cmd} needs at least one service name in \"names\""));
+                return Err(format!(
+                    "{cmd} needs at least one service name in \"names\""
+                ));
             }
             Ok(names)
         };
@@ -566,7 +577,10 @@ impl Request {
 
     /// Encode as one line, newline included.
     pub fn encode(&self) -> String {
-        let mut fields = vec![("v", Json::Num(VERSION)), ("cmd", Json::Str(self.cmd().into()))];
+        let mut fields = vec![
+            ("v", Json::Num(VERSION)),
+            ("cmd", Json::Str(self.cmd().into())),
+        ];
         match self {
             Request::Start(n) | Request::Stop(n) | Request::Restart(n) => {
                 fields.push(("names", strs(n)))
@@ -631,7 +645,10 @@ impl ServiceStatus {
         obj(vec![
             ("name", Json::Str(self.name.clone())),
             ("state", Json::Str(self.state.clone())),
-            ("pid", self.pid.map_or(Json::Null, |p| Json::Num(i64::from(p)))),
+            (
+                "pid",
+                self.pid.map_or(Json::Null, |p| Json::Num(i64::from(p))),
+            ),
             ("uptime_ms", opt(self.uptime_ms)),
             ("restarts", Json::Num(i64::from(self.restarts))),
             ("last_exit", opt_s(&self.last_exit)),
@@ -653,7 +670,9 @@ impl ServiceStatus {
                 .map(|p| i32::try_from(p).map_err(|_| "\"pid\" out of range".to_string()))
                 .transpose()?,
             uptime_ms: f.opt_u64("uptime_ms")?,
-            restarts: f.opt_u64("restarts")?.map_or(0, |r| r.min(u32::MAX.into()) as u32),
+            restarts: f
+                .opt_u64("restarts")?
+                .map_or(0, |r| r.min(u32::MAX.into()) as u32),
             last_exit: f.opt_str("last_exit")?,
             ready: f.bool("ready")?,
             status_text: f.opt_str("status_text")?,
@@ -1136,7 +1155,10 @@ impl ControlServer {
                 });
             }
             // SAFETY: c is NUL-terminated.
-            check(unsafe { libc::unlink(c.as_ptr()) }, "unlink (stale control socket)")?;
+            check(
+                unsafe { libc::unlink(c.as_ptr()) },
+                "unlink (stale control socket)",
+            )?;
         }
         let fd = unix_socket()?;
         // SAFETY: addr is a valid sockaddr_un of addr_len bytes.
@@ -1152,7 +1174,10 @@ impl ControlServer {
         )?;
         let mode = if allowed_gid.is_some() { 0o660 } else { 0o600 };
         // SAFETY: c is NUL-terminated.
-        check(unsafe { libc::chmod(c.as_ptr(), mode) }, "chmod (control socket)")?;
+        check(
+            unsafe { libc::chmod(c.as_ptr(), mode) },
+            "chmod (control socket)",
+        )?;
         if let Some(gid) = allowed_gid {
             // SAFETY: c is NUL-terminated; uid -1 leaves the owner alone.
             check(
@@ -1161,7 +1186,10 @@ impl ControlServer {
             )?;
         }
         // SAFETY: plain syscall.
-        check(unsafe { libc::listen(fd.as_raw_fd(), 1024) }, "listen (control socket)")?;
+        check(
+            unsafe { libc::listen(fd.as_raw_fd(), 1024) },
+            "listen (control socket)",
+        )?;
         epoll.add(fd.as_raw_fd(), KIND_LISTEN << 32)?;
         let inode = stat_of(&c).map_or((0, 0), |st| (st.st_dev, st.st_ino));
         Ok(ControlServer {
@@ -1393,7 +1421,12 @@ impl ControlServer {
                             conn.phase = Phase::Closing;
                         }
                     } else {
-                        queue_error(conn, "connection closed in the middle of a request", now, limits);
+                        queue_error(
+                            conn,
+                            "connection closed in the middle of a request",
+                            now,
+                            limits,
+                        );
                     }
                 }
                 Frame::Incomplete => {}
@@ -1544,7 +1577,11 @@ impl ControlServer {
     pub fn on_timer(&mut self, epoll: &Epoll, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
-            let _ = epoll.modify(self.listener.as_raw_fd(), KIND_LISTEN << 32, libc::EPOLLIN as u32);
+            let _ = epoll.modify(
+                self.listener.as_raw_fd(),
+                KIND_LISTEN << 32,
+                libc::EPOLLIN as u32,
+            );
         }
         let limits = self.limits;
         let mut expired = Vec::new();
@@ -1557,7 +1594,12 @@ impl ControlServer {
                 } else {
                     "timed out waiting for the rest of the request"
                 };
-                push_out(c, Response::Error(msg.into()).encode().as_bytes(), now, limits);
+                push_out(
+                    c,
+                    Response::Error(msg.into()).encode().as_bytes(),
+                    now,
+                    limits,
+                );
                 // Best effort: one attempt, then close whatever happened.
                 let _ = flush(c, now, limits);
                 expired.push(c.id);
@@ -1600,7 +1642,10 @@ fn poll_now(fd: RawFd) -> i16 {
 /// Tell a refused client why, once, without waiting (its socket buffer is empty, so the line
 /// fits), and close.
 fn refuse(fd: &OwnedFd, why: &str) {
-    let _ = send(fd.as_raw_fd(), Response::Error(why.into()).encode().as_bytes());
+    let _ = send(
+        fd.as_raw_fd(),
+        Response::Error(why.into()).encode().as_bytes(),
+    );
 }
 
 enum Frame {
@@ -1613,10 +1658,7 @@ enum Frame {
 fn frame(conn: &mut Conn, limits: Limits) -> Frame {
     let Some(nl) = conn.input.iter().position(|&b| b == b'\n') else {
         if conn.input.len() > limits.max_request {
-            return Frame::Bad(format!(
-                "request longer than {} bytes",
-                limits.max_request
-            ));
+            return Frame::Bad(format!("request longer than {} bytes", limits.max_request));
         }
         return Frame::Incomplete;
     };
@@ -1640,7 +1682,12 @@ fn frame(conn: &mut Conn, limits: Limits) -> Frame {
 }
 
 fn queue_error(conn: &mut Conn, msg: &str, now: Instant, limits: Limits) {
-    push_out(conn, Response::Error(msg.into()).encode().as_bytes(), now, limits);
+    push_out(
+        conn,
+        Response::Error(msg.into()).encode().as_bytes(),
+        now,
+        limits,
+    );
     conn.phase = Phase::Closing;
     conn.input = Vec::new();
 }
@@ -1657,7 +1704,10 @@ fn push_out(conn: &mut Conn, bytes: &[u8], now: Instant, limits: Limits) {
 /// Write as much queued output as the socket takes. False: the peer is gone.
 fn flush(conn: &mut Conn, now: Instant, limits: Limits) -> bool {
     while conn.unsent() > 0 {
-        match send(conn.fd.as_raw_fd(), conn.out.get(conn.sent..).unwrap_or_default()) {
+        match send(
+            conn.fd.as_raw_fd(),
+            conn.out.get(conn.sent..).unwrap_or_default(),
+        ) {
             Ok(Some(0)) | Err(_) => return false,
             Ok(Some(n)) => {
                 conn.sent += n;

@@ -1728,3 +1728,912 @@ fn flush(conn: &mut Conn, now: Instant, limits: Limits) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+
+    fn sock_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keel-ctl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("s").join(SOCKET_NAME)
+    }
+
+    struct Harness {
+        epoll: Epoll,
+        server: ControlServer,
+    }
+
+    impl Harness {
+        fn new(name: &str, gid: Option<u32>, limits: Limits) -> Harness {
+            let epoll = Epoll::new().unwrap();
+            let server = ControlServer::bind_with(&sock_path(name), gid, &epoll, limits).unwrap();
+            Harness { epoll, server }
+        }
+        fn connect(&self) -> UnixStream {
+            UnixStream::connect(self.server.path()).unwrap()
+        }
+        /// Run the loop until `done` says so (given every request so far) or `max` passes.
+        fn pump(
+            &mut self,
+            max: Duration,
+            mut done: impl FnMut(&[(ConnId, Request)], &ControlServer) -> bool,
+        ) -> Vec<(ConnId, Request)> {
+            let end = Instant::now() + max;
+            let mut got = Vec::new();
+            let mut tokens = Vec::new();
+            while !done(&got, &self.server) && Instant::now() < end {
+                let now = Instant::now();
+                let wake = self.server.next_deadline().map_or(end, |d| d.min(end));
+                let ms = wake.saturating_duration_since(now).as_millis().min(20) as i32;
+                self.epoll.wait(&mut tokens, ms).unwrap();
+                let now = Instant::now();
+                for &t in &tokens {
+                    assert!(ControlServer::owns(t));
+                    got.extend(self.server.on_event(&self.epoll, t, now));
+                }
+                if self.server.next_deadline().is_some_and(|d| d <= now) {
+                    self.server.on_timer(&self.epoll, now);
+                }
+            }
+            got
+        }
+        fn reply(&mut self, id: ConnId, r: &Response) {
+            self.server.reply(&self.epoll, id, r);
+        }
+    }
+
+    fn read_line(c: &mut BufReader<UnixStream>) -> String {
+        c.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut s = String::new();
+        c.read_line(&mut s).unwrap();
+        s
+    }
+
+    fn at_eof(c: &mut BufReader<UnixStream>) -> bool {
+        c.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut s = String::new();
+        matches!(c.read_line(&mut s), Ok(0))
+    }
+
+    fn error_of(line: &str) -> String {
+        match Response::decode(line.trim_end().as_bytes()) {
+            Ok(Response::Error(e)) => e,
+            other => panic!("not an error: {line:?} {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_accepts_json_and_refuses_the_rest() {
+        let ok: &[(&str, Json)] = &[
+            (" null ", Json::Null),
+            ("-0", Json::Num(0)),
+            ("-9223372036854775808", Json::Num(i64::MIN)),
+            (
+                "[true,false,[]]",
+                Json::Arr(vec![Json::Bool(true), Json::Bool(false), Json::Arr(vec![])]),
+            ),
+            (
+                r#""a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00""#,
+                Json::Str("a\"\\/\u{8}\u{c}\n\r\t\u{e9}\u{1f600}".into()),
+            ),
+            (
+                "{\"a\" : {} ,\"b\":\"é\"}",
+                Json::Obj(vec![
+                    ("a".into(), Json::Obj(vec![])),
+                    ("b".into(), Json::Str("é".into())),
+                ]),
+            ),
+        ];
+        for (text, want) in ok {
+            assert_eq!(&Json::parse(text.as_bytes()).unwrap(), want, "{text}");
+            // And back: what the writer makes, the parser reads to the same value.
+            let mut w = String::new();
+            want.write(&mut w);
+            assert_eq!(&Json::parse(w.as_bytes()).unwrap(), want);
+            assert!(!w.contains('\n'));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b"nul",
+            b"01",
+            b"1.5",
+            b"1e3",
+            b"-",
+            b"9223372036854775808",
+            b"[1,]",
+            b"[1 2]",
+            b"{\"a\":1,}",
+            b"{a:1}",
+            b"{\"a\":1,\"a\":2}",
+            b"\"abc",
+            b"\"\\x\"",
+            b"\"\\u12\"",
+            b"\"\\ud800\"",
+            b"\"\\udc00\"",
+            b"\"\\ud800\\u0041\"",
+            b"\"\x01\"",
+            b"\"\xff\"",
+            b"1 2",
+            b"[",
+            b"{\"a\"}",
+            b"tru",
+            b"// c",
+        ];
+        for text in bad {
+            assert!(
+                Json::parse(text).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(Json::parse(deep.as_bytes()).unwrap_err().contains("deeply"));
+        let fine = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
+        assert!(Json::parse(fine.as_bytes()).is_ok());
+        let mut w = String::new();
+        write_str(&mut w, "\u{1}\u{7f}x");
+        assert_eq!(w, r#""\u0001\u007fx""#);
+    }
+
+    fn every_request() -> Vec<Request> {
+        let names = vec!["web".to_string(), "db \"x\"\n".to_string()];
+        vec![
+            Request::Status,
+            Request::Start(names.clone()),
+            Request::Stop(names.clone()),
+            Request::Restart(vec!["é".into()]),
+            Request::Signal {
+                name: "web".into(),
+                sig: 15,
+            },
+            Request::Logs {
+                name: "web".into(),
+                n: 7,
+                follow: true,
+            },
+            Request::Logs {
+                name: "web".into(),
+                n: 0,
+                follow: false,
+            },
+            Request::Reload,
+            Request::Shutdown,
+            Request::WaitReady {
+                names: vec![],
+                timeout_ms: None,
+            },
+            Request::WaitReady {
+                names,
+                timeout_ms: Some(1500),
+            },
+            Request::Health,
+        ]
+    }
+
+    fn every_response() -> Vec<Response> {
+        vec![
+            Response::Ok,
+            Response::Error("no service \"x\"".into()),
+            Response::Status(vec![]),
+            Response::Status(vec![
+                ServiceStatus {
+                    name: "a".into(),
+                    state: "running".into(),
+                    ..Default::default()
+                },
+                ServiceStatus {
+                    name: "b".into(),
+                    state: "backoff".into(),
+                    pid: Some(42),
+                    uptime_ms: Some(3_600_000),
+                    restarts: 3,
+                    last_exit: Some("killed by SIGKILL".into()),
+                    ready: true,
+                    status_text: Some("serving\t1".into()),
+                    memory_bytes: Some(1 << 40),
+                    cpu_usec: Some(5),
+                    pids: Some(3),
+                    oom_kills: Some(0),
+                },
+            ]),
+            Response::Logs(vec![
+                LogLine {
+                    stderr: false,
+                    text: "hello".into(),
+                },
+                LogLine {
+                    stderr: true,
+                    text: "\u{0}bad\u{1b}[0m".into(),
+                },
+            ]),
+            Response::Readiness {
+                ready: true,
+                not_ready: vec![],
+            },
+            Response::Readiness {
+                ready: false,
+                not_ready: vec!["db".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        for r in every_request() {
+            let line = r.encode();
+            assert!(
+                line.ends_with('\n') && line.matches('\n').count() == 1,
+                "{line}"
+            );
+            assert_eq!(Request::decode(line.trim_end().as_bytes()), Ok(r));
+        }
+        for r in every_response() {
+            let line = r.encode();
+            assert!(
+                line.ends_with('\n') && line.matches('\n').count() == 1,
+                "{line}"
+            );
+            assert_eq!(Response::decode(line.trim_end().as_bytes()), Ok(r));
+        }
+        let l = LogLine {
+            stderr: true,
+            text: "x\ny".into(),
+        };
+        let s = encode_stream_line(&l);
+        assert_eq!(decode_stream_line(s.trim_end().as_bytes()), Ok(l));
+        // Defaults and explicit nulls.
+        assert_eq!(
+            Request::decode(br#"{"v":1,"cmd":"logs","name":"a","n":null}"#),
+            Ok(Request::Logs {
+                name: "a".into(),
+                n: DEFAULT_LOG_LINES,
+                follow: false
+            })
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"cmd":"status"}"#, "\"v\""),
+            (
+                r#"{"v":2,"cmd":"status"}"#,
+                "unsupported protocol version 2",
+            ),
+            (r#"{"v":1}"#, "\"cmd\" is missing"),
+            (r#"{"v":1,"cmd":"dance"}"#, "unknown command \"dance\""),
+            (
+                r#"{"v":1,"cmd":"status","verbose":true}"#,
+                "unknown field \"verbose\"",
+            ),
+            (
+                r#"{"v":1,"cmd":"start"}"#,
+                "start needs at least one service name",
+            ),
+            (
+                r#"{"v":1,"cmd":"stop","names":[]}"#,
+                "stop needs at least one",
+            ),
+            (
+                r#"{"v":1,"cmd":"stop","names":[""]}"#,
+                "list of service names",
+            ),
+            (
+                r#"{"v":1,"cmd":"stop","names":"web"}"#,
+                "list of service names",
+            ),
+            (
+                r#"{"v":1,"cmd":"signal","name":"a","signal":0}"#,
+                "signal number 1..64",
+            ),
+            (
+                r#"{"v":1,"cmd":"signal","name":"a","signal":"TERM"}"#,
+                "signal number",
+            ),
+            (
+                r#"{"v":1,"cmd":"signal","name":"a"}"#,
+                "\"signal\" is missing",
+            ),
+            (r#"{"v":1,"cmd":"logs","name":""}"#, "must not be empty"),
+            (r#"{"v":1,"cmd":"logs","name":"a","n":-1}"#, "negative"),
+            (
+                r#"{"v":1,"cmd":"logs","name":"a","follow":1}"#,
+                "true or false",
+            ),
+            (r#"{"v":1,"cmd":"wait-ready","timeout_ms":"5s"}"#, "integer"),
+            (r#"[1]"#, "JSON object"),
+            (r#"{"v":1,"cmd":"status"} x"#, "after the value"),
+        ];
+        for (text, want) in cases {
+            let e = Request::decode(text.as_bytes()).unwrap_err();
+            assert!(e.contains(want), "{text}: {e:?} lacks {want:?}");
+        }
+    }
+
+    /// A small xorshift generator: deterministic per seed, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Random bytes and mutated valid messages never panic the decoders, and whatever decodes
+    /// encodes back to the same request. Rounds: `KEEL_FUZZ_ROUNDS` (default 20000), and never
+    /// more than 20 s.
+    #[test]
+    fn fuzz_the_decoders() {
+        let rounds: usize = std::env::var("KEEL_FUZZ_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let seed = std::env::var("KEEL_FUZZ_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0x9e37_79b9_7f4a_7c15u64);
+        let mut rng = Rng(seed);
+        let mut corpus: Vec<Vec<u8>> = every_request()
+            .iter()
+            .map(|r| r.encode().trim_end().as_bytes().to_vec())
+            .chain(
+                every_response()
+                    .iter()
+                    .map(|r| r.encode().trim_end().as_bytes().to_vec()),
+            )
+            .collect();
+        corpus.push(br#"{"a":[1,-2,{"b":"\ud83d\ude00\u0000"}],"c":null}"#.to_vec());
+        const TOKENS: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b",",
+            b":",
+            b"\"",
+            b"\\",
+            b"\\u",
+            b"d800",
+            b"null",
+            b"-",
+            b"0",
+            b"9999999999999999999",
+            b"\"cmd\"",
+            b"\"v\"",
+            b"1",
+            b"\xff",
+            b"\xc3",
+            b" ",
+        ];
+        let end = Instant::now() + Duration::from_secs(20);
+        let (mut decoded, mut i) = (0, 0);
+        while i < rounds && Instant::now() < end {
+            i += 1;
+            let input: Vec<u8> = if rng.below(4) == 0 {
+                (0..rng.below(64)).map(|_| rng.next() as u8).collect()
+            } else {
+                let mut m = corpus[rng.below(corpus.len())].clone();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(m.len() + 1);
+                    match rng.below(4) {
+                        0 if !m.is_empty() => {
+                            let to = (at + rng.below(8)).min(m.len());
+                            m.drain(at.min(to)..to);
+                        }
+                        1 if at < m.len() => m[at] = rng.next() as u8,
+                        _ => {
+                            let t = TOKENS[rng.below(TOKENS.len())];
+                            m.splice(at..at, t.iter().copied());
+                        }
+                    }
+                }
+                m
+            };
+            if let Ok(r) = Request::decode(&input) {
+                decoded += 1;
+                assert_eq!(Request::decode(r.encode().trim_end().as_bytes()), Ok(r));
+            }
+            if let Ok(r) = Response::decode(&input) {
+                let again = Response::decode(r.encode().trim_end().as_bytes()).unwrap();
+                assert_eq!(again.encode(), r.encode());
+            }
+            let _ = decode_stream_line(&input);
+            if let Ok(j) = Json::parse(&input) {
+                let mut w = String::new();
+                j.write(&mut w);
+                assert_eq!(Json::parse(w.as_bytes()), Ok(j));
+                if rng.below(8) == 0 && corpus.len() < 200 {
+                    corpus.push(input);
+                }
+            }
+        }
+        eprintln!("fuzz: {i} rounds, {decoded} valid requests");
+        assert!(i == rounds || Instant::now() >= end);
+    }
+
+    #[test]
+    fn bind_sets_mode_replaces_stale_and_refuses_live_sockets() {
+        let epoll = Epoll::new().unwrap();
+        let path = sock_path("bind");
+        let server = ControlServer::bind(&path, None, &epoll).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o755);
+        // A live socket is not taken over.
+        let e = ControlServer::bind(&path, None, &epoll).err().unwrap();
+        assert_eq!(e.errno, libc::EADDRINUSE, "{e}");
+        // A stale one (nobody listening) is.
+        drop(server);
+        assert!(!path.exists());
+        let path2 = sock_path("stale");
+        std::fs::create_dir_all(path2.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path2).unwrap());
+        assert!(path2.exists());
+        let s2 = ControlServer::bind(&path2, Some(4242), &epoll).unwrap();
+        let meta = std::fs::metadata(&path2).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.gid(), 4242);
+        // Dropping the server removes its socket file.
+        drop(s2);
+        assert!(!path2.exists());
+        // Not a socket: left alone.
+        std::fs::write(&path2, "x").unwrap();
+        assert_eq!(
+            ControlServer::bind(&path2, None, &epoll)
+                .err()
+                .unwrap()
+                .errno,
+            libc::EEXIST
+        );
+        let long = PathBuf::from(format!("/tmp/{}", "x".repeat(120)));
+        assert_eq!(
+            ControlServer::bind(&long, None, &epoll)
+                .err()
+                .unwrap()
+                .errno,
+            libc::ENAMETOOLONG
+        );
+    }
+
+    #[test]
+    fn requests_are_answered_in_order_one_at_a_time() {
+        let mut h = Harness::new("order", None, Limits::default());
+        let mut c = BufReader::new(h.connect());
+        // Two requests in one write: the second is framed only after the first's answer.
+        c.get_mut()
+            .write_all(
+                format!("{}{}", Request::Status.encode(), Request::Health.encode()).as_bytes(),
+            )
+            .unwrap();
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, Request::Status);
+        let more = h.pump(Duration::from_millis(100), |g, _| !g.is_empty());
+        assert!(
+            more.is_empty(),
+            "second request handed out before the first was answered"
+        );
+        h.reply(got[0].0, &Response::Status(vec![]));
+        assert_eq!(
+            Response::decode(read_line(&mut c).trim_end().as_bytes()),
+            Ok(Response::Status(vec![]))
+        );
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, Request::Health);
+        // A half-close after the request still gets the answer, then EOF.
+        c.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+        h.pump(Duration::from_millis(100), |_, _| false);
+        h.reply(
+            got[0].0,
+            &Response::Readiness {
+                ready: true,
+                not_ready: vec![],
+            },
+        );
+        assert!(read_line(&mut c).contains("\"ready\":true"));
+        h.pump(Duration::from_secs(5), |_, s| s.connections() == 0);
+        assert!(at_eof(&mut c));
+        assert_eq!(h.server.connections(), 0);
+        // The id is stale now: replies go nowhere, harmlessly.
+        h.reply(got[0].0, &Response::Ok);
+        assert!(!h.server.is_open(got[0].0));
+    }
+
+    #[test]
+    fn garbage_and_oversized_requests_get_an_error_and_are_closed() {
+        let limits = Limits {
+            max_request: 1000,
+            ..Limits::default()
+        };
+        let mut h = Harness::new("garbage", None, limits);
+        let mut g = BufReader::new(h.connect());
+        g.get_mut().write_all(b"\x00\xffhello\n").unwrap();
+        let mut big = BufReader::new(h.connect());
+        big.get_mut().write_all(&[b'['; 5000]).unwrap();
+        let mut unknown = BufReader::new(h.connect());
+        unknown
+            .get_mut()
+            .write_all(b"{\"v\":1,\"cmd\":\"format-disk\"}\r\n")
+            .unwrap();
+        // (connections() is 0 before the accepts too: run the loop a while.)
+        let got = h.pump(Duration::from_millis(500), |_, _| false);
+        assert!(got.is_empty());
+        assert_eq!(h.server.connections(), 0);
+        assert!(error_of(&read_line(&mut g)).contains("invalid JSON"));
+        assert!(error_of(&read_line(&mut big)).contains("longer than 1000 bytes"));
+        assert!(error_of(&read_line(&mut unknown)).contains("unknown command"));
+        for c in [&mut g, &mut big, &mut unknown] {
+            assert!(at_eof(c));
+        }
+        // An error reply from the runtime closes too.
+        let mut c = BufReader::new(h.connect());
+        c.get_mut()
+            .write_all(Request::Reload.encode().as_bytes())
+            .unwrap();
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        h.reply(
+            got[0].0,
+            &Response::Error("no configuration to reload".into()),
+        );
+        assert_eq!(error_of(&read_line(&mut c)), "no configuration to reload");
+        assert!(at_eof(&mut c));
+    }
+
+    #[test]
+    fn half_written_and_idle_clients_time_out() {
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let mut h = Harness::new("slow", None, limits);
+        let start = Instant::now();
+        let mut half = BufReader::new(h.connect());
+        half.get_mut().write_all(b"{\"v\":1,").unwrap();
+        let mut idle = BufReader::new(h.connect());
+        // A trickle does not extend the deadline.
+        let mut trickle = BufReader::new(h.connect());
+        let mut sent = 0;
+        h.pump(Duration::from_secs(5), |_, s| {
+            if sent < 8 && s.connections() > 0 {
+                let _ = trickle.get_mut().write_all(b" ");
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            s.connections() == 0 && start.elapsed() > Duration::from_millis(150)
+        });
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(error_of(&read_line(&mut half)).contains("rest of the request"));
+        assert!(error_of(&read_line(&mut idle)).contains("idle"));
+        assert!(error_of(&read_line(&mut trickle)).contains("rest of the request"));
+        assert!(at_eof(&mut half));
+        // A request in flight is the runtime's business: no idle timeout while it waits.
+        let mut c = BufReader::new(h.connect());
+        c.get_mut()
+            .write_all(
+                Request::WaitReady {
+                    names: vec![],
+                    timeout_ms: None,
+                }
+                .encode()
+                .as_bytes(),
+            )
+            .unwrap();
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        h.pump(Duration::from_millis(400), |_, _| false);
+        assert!(h.server.is_open(got[0].0));
+        h.reply(
+            got[0].0,
+            &Response::Readiness {
+                ready: true,
+                not_ready: vec![],
+            },
+        );
+        assert!(read_line(&mut c).contains("\"ready\":true"));
+    }
+
+    #[test]
+    fn followers_get_lines_and_are_dropped_when_gone_or_behind() {
+        let limits = Limits {
+            max_output: 8192,
+            write_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let mut h = Harness::new("follow", None, limits);
+        let mut f = BufReader::new(h.connect());
+        let req = Request::Logs {
+            name: "web".into(),
+            n: 1,
+            follow: true,
+        };
+        f.get_mut().write_all(req.encode().as_bytes()).unwrap();
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        let id = got[0].0;
+        assert!(!h.server.stream(
+            &h.epoll,
+            id,
+            &LogLine {
+                stderr: false,
+                text: "early".into()
+            }
+        ));
+        h.reply(
+            id,
+            &Response::Logs(vec![LogLine {
+                stderr: false,
+                text: "old".into(),
+            }]),
+        );
+        assert!(read_line(&mut f).contains("\"old\""));
+        let line = LogLine {
+            stderr: true,
+            text: "new\tline".into(),
+        };
+        assert!(h.server.stream(&h.epoll, id, &line));
+        assert_eq!(
+            decode_stream_line(read_line(&mut f).trim_end().as_bytes()),
+            Ok(line.clone())
+        );
+        // A follower that stops reading is dropped once it is max_output behind the socket.
+        let big = LogLine {
+            stderr: false,
+            text: "x".repeat(1000),
+        };
+        let mut pushed = 0;
+        while h.server.stream(&h.epoll, id, &big) {
+            pushed += 1;
+            assert!(pushed < 10_000, "a stalled follower was never dropped");
+        }
+        assert!(!h.server.is_open(id));
+        // A follower that goes away is noticed by the loop.
+        let mut f2 = BufReader::new(h.connect());
+        f2.get_mut().write_all(req.encode().as_bytes()).unwrap();
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        h.reply(got[0].0, &Response::Logs(vec![]));
+        assert!(read_line(&mut f2).contains("\"lines\":[]"));
+        drop(f2);
+        h.pump(Duration::from_secs(5), |_, s| s.connections() == 0);
+        assert!(!h.server.stream(&h.epoll, got[0].0, &line));
+        // A follower that stops reading with a little output queued: the write timeout.
+        let mut f3 = BufReader::new(h.connect());
+        f3.get_mut().write_all(req.encode().as_bytes()).unwrap();
+        let got = h.pump(Duration::from_secs(5), |g, _| !g.is_empty());
+        h.reply(got[0].0, &Response::Logs(vec![]));
+        let mid = LogLine {
+            stderr: false,
+            text: "y".repeat(7000),
+        };
+        let mut n = 0;
+        while n < 1000 && h.server.stream(&h.epoll, got[0].0, &mid) {
+            n += 1;
+        }
+        if h.server.is_open(got[0].0) {
+            let t = Instant::now();
+            h.pump(Duration::from_secs(5), |_, s| s.connections() == 0);
+            assert!(t.elapsed() < Duration::from_secs(2));
+        }
+        assert!(!h.server.is_open(got[0].0));
+        drop(f3);
+    }
+
+    fn raise_fd_limit(want: u64) -> bool {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+        if r.rlim_cur >= want {
+            return true;
+        }
+        r.rlim_cur = want.min(r.rlim_max);
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+        r.rlim_cur >= want
+    }
+
+    #[test]
+    fn a_thousand_clients_at_once_with_bounded_buffers() {
+        const N: usize = 1000;
+        if !raise_fd_limit(2 * N as u64 + 200) {
+            eprintln!("SKIP: cannot raise RLIMIT_NOFILE to {}", 2 * N + 200);
+            return;
+        }
+        let limits = Limits {
+            max_conns: N,
+            ..Limits::default()
+        };
+        let mut h = Harness::new("thousand", None, limits);
+        let mut clients = Vec::new();
+        for i in 0..N {
+            let mut c = h.connect();
+            // Half a request each, first: what keel holds for them is what they sent.
+            c.write_all(b"{\"v\":1,").unwrap();
+            clients.push(BufReader::new(c));
+            if i % 100 == 99 {
+                h.pump(Duration::from_secs(5), |_, s| s.connections() == i + 1);
+            }
+        }
+        h.pump(Duration::from_secs(10), |_, s| s.buffered_bytes() >= N * 7);
+        assert_eq!(h.server.connections(), N);
+        let held = h.server.buffered_bytes();
+        assert!(
+            held <= N * 64,
+            "{held} bytes buffered for {N} clients of 7 bytes each"
+        );
+        // One too many is told so and closed, and costs nothing.
+        let mut extra = BufReader::new(h.connect());
+        h.pump(Duration::from_millis(200), |_, _| false);
+        assert!(error_of(&read_line(&mut extra)).contains("too many connections"));
+        assert!(at_eof(&mut extra));
+        assert_eq!(h.server.connections(), N);
+        // Now all finish their requests; each is answered.
+        for c in &mut clients {
+            c.get_mut().write_all(b"\"cmd\":\"status\"}\n").unwrap();
+        }
+        let mut reqs = Vec::new();
+        let end = Instant::now() + Duration::from_secs(20);
+        while reqs.len() < N && Instant::now() < end {
+            reqs.extend(h.pump(Duration::from_millis(200), |g, _| !g.is_empty()));
+        }
+        assert_eq!(reqs.len(), N);
+        assert!(reqs.iter().all(|(_, r)| *r == Request::Status));
+        let status = Response::Status(vec![ServiceStatus {
+            name: "web".into(),
+            state: "running".into(),
+            ..Default::default()
+        }]);
+        for (id, _) in &reqs {
+            h.reply(*id, &status);
+        }
+        // Replies went out at once; nothing stays buffered.
+        assert_eq!(h.server.buffered_bytes(), 0);
+        for c in &mut clients {
+            assert_eq!(
+                Response::decode(read_line(c).trim_end().as_bytes()),
+                Ok(status.clone())
+            );
+        }
+        drop(clients);
+        h.pump(Duration::from_secs(10), |_, s| s.connections() == 0);
+        assert_eq!(h.server.connections(), 0);
+        assert!(
+            h.server.slots.capacity() < 64,
+            "the connection table stayed large"
+        );
+    }
+
+    /// Fork a child that drops to `uid`/`gid` (with `groups` as supplementary groups), connects
+    /// to `path`, sends `req` and reads the answer; the parent runs the server meanwhile and
+    /// answers any request with `answer`. Returns what the child read.
+    fn as_user(
+        h: &mut Harness,
+        uid: u32,
+        gid: u32,
+        groups: &[u32],
+        req: &Request,
+        answer: &Response,
+    ) -> String {
+        let (addr, len) = sockaddr(h.server.path()).unwrap();
+        let line = req.encode().into_bytes();
+        let (rd, wr) = crate::sys::pipe_cloexec_nonblock().unwrap();
+        let groups = groups.to_vec();
+        // SAFETY: the child makes only raw syscalls on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe {
+                let ok = libc::setgroups(groups.len(), groups.as_ptr()) == 0
+                    && libc::setgid(gid) == 0
+                    && libc::setuid(uid) == 0;
+                if !ok {
+                    libc::_exit(10);
+                }
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                    libc::_exit(11);
+                }
+                libc::send(fd, line.as_ptr().cast(), line.len(), libc::MSG_NOSIGNAL);
+                let mut buf = [0u8; 4096];
+                let mut have = 0;
+                while have < buf.len() {
+                    let n = libc::read(fd, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
+                    if n <= 0 {
+                        break;
+                    }
+                    have += n as usize;
+                    if buf[have - 1] == b'\n' {
+                        break;
+                    }
+                }
+                libc::write(wr.as_raw_fd(), buf.as_ptr().cast(), have);
+                libc::_exit(0);
+            }
+        }
+        drop(wr);
+        let mut answered = false;
+        let mut status = 0;
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            for (id, _) in h.pump(Duration::from_millis(20), |g, _| !g.is_empty()) {
+                h.reply(id, answer);
+                answered = true;
+            }
+            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                break;
+            }
+        }
+        let _ = answered;
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        // Blocking from here: another test's child, forked while our pipe was open, may
+        // hold the write end until it execs (the fds are close-on-exec), so EOF can lag.
+        unsafe { libc::fcntl(rd.as_raw_fd(), libc::F_SETFL, 0) };
+        let mut out = String::new();
+        std::fs::File::from(rd).read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn peers_are_checked_by_their_credentials() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root to switch users");
+            return;
+        }
+        let mut h = Harness::new("creds", Some(4242), Limits::default());
+        // The file mode is a first fence only; open it so the credential check is tested.
+        std::fs::set_permissions(h.server.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let ok = Response::Readiness {
+            ready: true,
+            not_ready: vec![],
+        };
+        let got = as_user(&mut h, 65534, 65534, &[], &Request::Health, &ok);
+        let e = error_of(&got);
+        assert!(
+            e.contains("permission denied: uid 65534 is neither root nor in group 4242"),
+            "{e}"
+        );
+        // The allowed group as primary group, and as a supplementary one.
+        assert!(
+            as_user(&mut h, 65534, 4242, &[], &Request::Health, &ok).contains("\"ready\":true")
+        );
+        assert!(
+            as_user(&mut h, 65534, 65534, &[7, 4242], &Request::Health, &ok)
+                .contains("\"ready\":true")
+        );
+        assert_eq!(h.server.connections(), 0);
+        // Without an allowed group only root (and keel's own user) get in.
+        let mut h = Harness::new("creds2", None, Limits::default());
+        std::fs::set_permissions(h.server.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = error_of(&as_user(
+            &mut h,
+            65534,
+            4242,
+            &[4242],
+            &Request::Health,
+            &ok,
+        ));
+        assert!(e.contains("uid 65534 is not root"), "{e}");
+    }
+}

@@ -488,13 +488,11 @@ pub fn human_bytes(b: u64) -> String {
     if b < 1024 {
         return format!("{b}B");
     }
+    // Tenths of the unit, in integers (u128: no overflow at u64::MAX).
+    let mut tenths = u128::from(b) * 10 / 1024;
     let mut unit = 0;
-    let mut scaled = b;
-    // Tenths of the unit, in integers.
-    let mut tenths = b * 10 / 1024;
-    while scaled >= 1024 * 1024 && unit + 1 < UNITS.len() {
-        scaled /= 1024;
-        tenths = scaled * 10 / 1024;
+    while tenths >= 10 * 1024 && unit + 1 < UNITS.len() {
+        tenths /= 1024;
         unit += 1;
     }
     let u = UNITS.get(unit).copied().unwrap_or("?");
@@ -511,5 +509,395 @@ pub fn human_cpu(usec: u64) -> String {
         format!("{}.{:02}s", usec / 1_000_000, usec % 1_000_000 / 10_000)
     } else {
         human_duration(usec / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{ControlServer, Limits};
+    use crate::sys::Epoll;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    fn parse(args: &[&str]) -> Result<Parsed, String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse_args(&args, &|k| {
+            (k == "KEEL_RUNTIME_DIR").then(|| OsString::from("/tmp/rt"))
+        })
+    }
+
+    fn req(args: &[&str]) -> Request {
+        match parse(args) {
+            Ok(Parsed::Run(inv)) => inv.request,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_lines() {
+        match parse(&["status"]).unwrap() {
+            Parsed::Run(inv) => {
+                assert_eq!(inv.socket, PathBuf::from("/tmp/rt/control.sock"));
+                assert!(!inv.json);
+                assert_eq!(inv.request, Request::Status);
+            }
+            Parsed::Help => panic!(),
+        }
+        match parse(&["--socket", "/x.sock", "status", "--json"]).unwrap() {
+            Parsed::Run(inv) => assert!(inv.json && inv.socket == Path::new("/x.sock")),
+            Parsed::Help => panic!(),
+        }
+        match parse(&["-s=/y", "health"]) {
+            Err(e) => assert!(e.contains("unknown option '-s=/y'"), "{e}"),
+            Ok(p) => panic!("{p:?}"),
+        }
+        assert_eq!(parse(&["--help"]), Ok(Parsed::Help));
+        assert_eq!(parse(&["status", "-h"]), Ok(Parsed::Help));
+        assert_eq!(
+            req(&["start", "a", "b"]),
+            Request::Start(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(req(&["stop", "a"]), Request::Stop(vec!["a".into()]));
+        assert_eq!(
+            req(&["restart", "--", "-odd"]),
+            Request::Restart(vec!["-odd".into()])
+        );
+        assert_eq!(
+            req(&["signal", "web", "SIGHUP"]),
+            Request::Signal {
+                name: "web".into(),
+                sig: 1
+            }
+        );
+        assert_eq!(
+            req(&["signal", "web", "rtmin+1"]),
+            Request::Signal {
+                name: "web".into(),
+                sig: 35
+            }
+        );
+        assert_eq!(
+            req(&["signal", "web", "9"]),
+            Request::Signal {
+                name: "web".into(),
+                sig: 9
+            }
+        );
+        assert_eq!(
+            req(&["logs", "web"]),
+            Request::Logs {
+                name: "web".into(),
+                n: control::DEFAULT_LOG_LINES,
+                follow: false
+            }
+        );
+        assert_eq!(
+            req(&["logs", "-n", "5", "web", "-f"]),
+            Request::Logs {
+                name: "web".into(),
+                n: 5,
+                follow: true
+            }
+        );
+        assert_eq!(
+            req(&["logs", "-n20", "web"]),
+            Request::Logs {
+                name: "web".into(),
+                n: 20,
+                follow: false
+            }
+        );
+        assert_eq!(req(&["reload"]), Request::Reload);
+        assert_eq!(req(&["shutdown"]), Request::Shutdown);
+        assert_eq!(req(&["health"]), Request::Health);
+        assert_eq!(
+            req(&["wait-ready"]),
+            Request::WaitReady {
+                names: vec![],
+                timeout_ms: None
+            }
+        );
+        assert_eq!(
+            req(&["wait-ready", "db", "--timeout", "1m30s"]),
+            Request::WaitReady {
+                names: vec!["db".into()],
+                timeout_ms: Some(90_000)
+            }
+        );
+        assert_eq!(
+            req(&["wait-ready", "--timeout=500ms"]),
+            Request::WaitReady {
+                names: vec![],
+                timeout_ms: Some(500)
+            }
+        );
+        let errors: &[(&[&str], &str)] = &[
+            (&[], "no command given"),
+            (&["frobnicate"], "unknown command 'frobnicate'"),
+            (&["start"], "start needs at least one service name"),
+            (&["status", "web"], "status takes no arguments"),
+            (&["signal", "web"], "signal NAME SIG"),
+            (&["signal", "web", "FOO"], "'FOO' is not a signal"),
+            (&["logs"], "exactly one service name"),
+            (&["logs", "-n", "many", "web"], "'many' is not a number"),
+            (&["logs", "-n"], "-n needs a value"),
+            (&["status", "-f"], "-n and -f are for logs"),
+            (
+                &["health", "--timeout", "1s"],
+                "--timeout is for wait-ready",
+            ),
+            (
+                &["wait-ready", "--timeout", "soon"],
+                "'soon' is not a duration",
+            ),
+            (&["--socket"], "--socket needs a value"),
+            (&["status", "--yolo"], "unknown option '--yolo'"),
+        ];
+        for (args, want) in errors {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn status_table_is_aligned() {
+        let list = vec![
+            ServiceStatus {
+                name: "web".into(),
+                state: "running".into(),
+                pid: Some(1234),
+                uptime_ms: Some(3_723_000),
+                restarts: 2,
+                last_exit: Some("exit 1".into()),
+                ready: true,
+                status_text: None,
+                memory_bytes: Some(25 * 1024 * 1024 + 300 * 1024),
+                cpu_usec: Some(1_520_000),
+                pids: Some(4),
+                oom_kills: Some(0),
+            },
+            ServiceStatus {
+                name: "database-long".into(),
+                state: "backoff".into(),
+                ..Default::default()
+            },
+        ];
+        let t = format_table(&list);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            "NAME           STATE    PID   UPTIME  RESTARTS  LAST-EXIT  READY  MEM  CPU    PIDS  OOM"
+        );
+        assert_eq!(
+            lines[1],
+            "web            running  1234  1h02m   2         exit 1     yes    25M  1.52s  4     0"
+        );
+        assert_eq!(
+            lines[2],
+            "database-long  backoff  -     -       0         -          no     -    -      -     -"
+        );
+        // Every column starts at the same offset on every line.
+        for col in ["STATE", "PID", "READY", "OOM"] {
+            let at = lines[0].find(col).unwrap();
+            assert!(
+                lines[1..]
+                    .iter()
+                    .all(|l| l.len() > at && &l[at - 2..at] == "  ")
+            );
+        }
+        assert_eq!(
+            format_table(&[]),
+            "NAME  STATE  PID  UPTIME  RESTARTS  LAST-EXIT  READY  MEM  CPU  PIDS  OOM\n"
+        );
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_duration(999), "0s");
+        assert_eq!(human_duration(59_999), "59s");
+        assert_eq!(human_duration(60_000), "1m00s");
+        assert_eq!(human_duration(3_599_000), "59m59s");
+        assert_eq!(human_duration(90_061_000), "1d01h");
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(230 * 1024 * 1024), "230M");
+        assert_eq!(human_bytes(1288490188), "1.1G");
+        assert_eq!(human_bytes(u64::MAX), "16383P");
+        assert_eq!(human_cpu(5), "0.00s");
+        assert_eq!(human_cpu(59_990_000), "59.99s");
+        assert_eq!(human_cpu(61_000_000), "1m01s");
+    }
+
+    #[test]
+    fn unreachable_keel_is_explained() {
+        let missing = Path::new("/tmp/keel-ctl-no-such-dir/control.sock");
+        let e = Client::connect(missing).err().unwrap().0;
+        assert!(
+            e.contains("/tmp/keel-ctl-no-such-dir/control.sock") && e.contains("no such socket"),
+            "{e}"
+        );
+        assert!(connect_error(missing, libc::EACCES).contains("permission denied"));
+        // A stale socket file: nobody listens.
+        let dir = std::env::temp_dir().join(format!("keel-ctl-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("control.sock");
+        let _ = std::fs::remove_file(&p);
+        drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
+        let e = Client::connect(&p).err().unwrap().0;
+        assert!(e.contains("connection refused"), "{e}");
+        let args: Vec<OsString> = ["--socket", p.to_str().unwrap(), "health"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(main(&args, &|_| None), EXIT_UNREACHABLE);
+        let args: Vec<OsString> = ["bogus"].iter().map(OsString::from).collect();
+        assert_eq!(main(&args, &|_| None), EXIT_USAGE);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A control server on its own thread answering with `answer(request)`; the client under
+    /// test runs on the test thread. Returns the socket path and a stop flag.
+    fn serve(
+        name: &str,
+        answer: fn(&Request) -> Vec<Response>,
+    ) -> (PathBuf, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("keel-ctl-{}-{name}", std::process::id()));
+        let path = dir.join("control.sock");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (path.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let epoll = Epoll::new().unwrap();
+            let mut server = ControlServer::bind_with(&p, None, &epoll, Limits::default()).unwrap();
+            tx.send(()).unwrap();
+            let mut tokens = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                epoll.wait(&mut tokens, 20).unwrap();
+                let now = Instant::now();
+                for &t in &tokens {
+                    for (id, req) in server.on_event(&epoll, t, now) {
+                        let mut answers = answer(&req).into_iter();
+                        if let Some(first) = answers.next() {
+                            server.reply(&epoll, id, &first);
+                        }
+                        // Later ones are streamed log lines.
+                        for r in answers {
+                            if let Response::Logs(lines) = r {
+                                for l in lines {
+                                    server.stream(&epoll, id, &l);
+                                }
+                            }
+                        }
+                    }
+                }
+                server.on_timer(&epoll, Instant::now());
+            }
+        });
+        rx.recv().unwrap();
+        (path, stop, t)
+    }
+
+    fn run_ctl(path: &Path, args: &[&str]) -> u8 {
+        let mut all: Vec<OsString> = vec!["--socket".into(), path.into()];
+        all.extend(args.iter().map(OsString::from));
+        main(&all, &|_| None)
+    }
+
+    #[test]
+    fn exit_codes_against_a_real_server() {
+        let (path, stop, t) = serve("codes", |req| match req {
+            Request::Health => vec![Response::Readiness {
+                ready: false,
+                not_ready: vec!["db".into()],
+            }],
+            Request::WaitReady { names, .. } if names.is_empty() => {
+                vec![Response::Readiness {
+                    ready: true,
+                    not_ready: vec![],
+                }]
+            }
+            Request::WaitReady { names, .. } => {
+                vec![Response::Readiness {
+                    ready: false,
+                    not_ready: names.clone(),
+                }]
+            }
+            Request::Status => vec![Response::Status(vec![ServiceStatus {
+                name: "db".into(),
+                state: "starting".into(),
+                ..Default::default()
+            }])],
+            Request::Start(names) if names[0] == "nope" => {
+                vec![Response::Error("no service \"nope\"".into())]
+            }
+            Request::Logs { follow: true, .. } => vec![
+                Response::Logs(vec![LogLine {
+                    stderr: false,
+                    text: "old".into(),
+                }]),
+                Response::Logs(vec![LogLine {
+                    stderr: true,
+                    text: "new".into(),
+                }]),
+            ],
+            Request::Logs { .. } => vec![Response::Logs(vec![LogLine {
+                stderr: false,
+                text: "old".into(),
+            }])],
+            _ => vec![Response::Ok],
+        });
+        assert_eq!(run_ctl(&path, &["health"]), EXIT_FAILED);
+        assert_eq!(run_ctl(&path, &["wait-ready"]), EXIT_OK);
+        assert_eq!(
+            run_ctl(&path, &["wait-ready", "db", "--timeout", "1s"]),
+            EXIT_FAILED
+        );
+        assert_eq!(run_ctl(&path, &["status"]), EXIT_OK);
+        assert_eq!(run_ctl(&path, &["status", "--json"]), EXIT_OK);
+        assert_eq!(run_ctl(&path, &["start", "nope"]), EXIT_FAILED);
+        assert_eq!(run_ctl(&path, &["restart", "db"]), EXIT_OK);
+        assert_eq!(run_ctl(&path, &["logs", "db"]), EXIT_OK);
+        // The one-shot helper, and a follow stream read line by line.
+        assert_eq!(
+            call(&path, &Request::Health, Some(Duration::from_secs(5))),
+            Ok(Response::Readiness {
+                ready: false,
+                not_ready: vec!["db".into()]
+            })
+        );
+        let mut c = Client::connect(&path).unwrap();
+        let first = c
+            .call(
+                &Request::Logs {
+                    name: "db".into(),
+                    n: 1,
+                    follow: true,
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .unwrap();
+        assert_eq!(
+            first,
+            Response::Logs(vec![LogLine {
+                stderr: false,
+                text: "old".into()
+            }])
+        );
+        let next = c.read_line(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            control::decode_stream_line(next.as_bytes()),
+            Ok(LogLine {
+                stderr: true,
+                text: "new".into()
+            })
+        );
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        // The server is gone: its socket file went with it.
+        assert_eq!(run_ctl(&path, &["health"]), EXIT_UNREACHABLE);
     }
 }

@@ -1068,8 +1068,8 @@ fn authorise(fd: RawFd, my_uid: u32, allowed_gid: Option<u32>) -> Result<(), Str
 
 /// The peer's supplementary groups (`SO_PEERGROUPS`, Linux 4.13+; empty where unsupported).
 fn peer_groups(fd: RawFd) -> Vec<u32> {
-    // 256 groups cover any sane account; a peer in more is checked on its first 256... no:
-    // the kernel says ERANGE and the needed size, and we try once more with that (capped).
+    // 256 groups cover any sane account; for more, the kernel says ERANGE with the size it
+    // needs, and we try once more with that (capped at the kernel's own maximum, 65536).
     let mut groups = vec![0u32; 256];
     for _ in 0..2 {
         let mut len = (groups.len() * 4) as libc::socklen_t;

@@ -10,6 +10,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod duration;
 pub mod frontend;
 pub mod logger;

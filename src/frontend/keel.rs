@@ -31,6 +31,12 @@ pub fn outcome(args: &[OsString], env: Env) -> Outcome {
     if args.first().is_some_and(|a| a == "check") {
         return check(&args[1..]);
     }
+    if args.first().is_some_and(|a| a == "ctl") {
+        // The client talks to a running keel and prints as it goes (logs -f streams), so it
+        // runs here and leaves only its exit code to report.
+        let code = crate::ctl::main(&args[1..], env);
+        return Outcome::print_out("", code);
+    }
     match parse(args, env) {
         Ok(Command::Run(mut plan, log)) => match attach_config(&mut plan) {
             Ok(()) => Outcome::Run(plan, log),

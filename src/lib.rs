@@ -78,6 +78,17 @@ pub fn run(plan: Plan) -> u8 {
             }
         }
     }
+    // Who besides root may use `keel ctl`: KEEL_CONTROL_GROUP (a group name or number).
+    let control_group = match std::env::var("KEEL_CONTROL_GROUP") {
+        Ok(g) if !g.trim().is_empty() => match config::users::Db::load().group(g.trim()) {
+            Ok(gid) => Some(gid),
+            Err(e) => {
+                log::error!("KEEL_CONTROL_GROUP: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        _ => None,
+    };
     // Before anything is forked: from here on no signal can be lost.
     let intake = match signals::Intake::setup() {
         Ok(i) => i,
@@ -96,8 +107,14 @@ pub fn run(plan: Plan) -> u8 {
     if !not_pid1(plan.not_pid1) {
         return EXIT_SETUP;
     }
+    let services_mode = plan.is_services_mode();
     match runtime::Runtime::new(plan, intake, main_cmd) {
-        Ok(rt) => rt.run(),
+        Ok(mut rt) => {
+            if services_mode {
+                rt.serve_control(control_group);
+            }
+            rt.run()
+        }
         Err(e) => {
             log::error!("cannot set up the event loop: {e}");
             EXIT_SETUP

@@ -447,10 +447,13 @@ struct Ring {
     name: String,
     bytes: VecDeque<u8>,
     lines: VecDeque<(Stream, bool, usize)>,
+    /// Records ever pushed: the sequence number of the newest (for `keel ctl logs -f`).
+    pushed: u64,
 }
 
 impl Ring {
     fn push(&mut self, stream: Stream, continued: bool, text: &[u8]) {
+        self.pushed += 1;
         self.bytes.extend(text);
         self.lines.push_back((stream, continued, text.len()));
         while self.lines.len() > RING_LINES || self.bytes.len() > RING_BYTES {
@@ -631,6 +634,7 @@ impl Logs {
                 name: name.to_string(),
                 bytes: VecDeque::new(),
                 lines: VecDeque::new(),
+                pushed: 0,
             });
         }
         self.relays.push(relay);
@@ -782,6 +786,20 @@ impl Logs {
             .iter()
             .find(|r| r.name == name)
             .map_or_else(Vec::new, |r| r.recent(n))
+    }
+
+    /// Records of service `name` newer than sequence number `seen`, and the newest sequence
+    /// number (pass it back next time). A follower that fell behind by more than the ring
+    /// holds gets what the ring still has. `seen = u64::MAX` just asks for the position.
+    pub fn since(&self, name: &str, seen: u64) -> (Vec<RecentLine>, u64) {
+        let Some(ring) = self.rings.iter().find(|r| r.name == name) else {
+            return (Vec::new(), 0);
+        };
+        if seen >= ring.pushed {
+            return (Vec::new(), ring.pushed);
+        }
+        let new = (ring.pushed - seen).min(usize::MAX as u64) as usize;
+        (ring.recent(new), ring.pushed)
     }
 
     fn sink(&self, stream: Stream) -> &Sink {

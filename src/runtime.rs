@@ -14,14 +14,15 @@
 //! timer of the same pass: a TERM arriving just after the main child died goes to the
 //! stragglers, not to a reaped pid, and a service that said READY=1 and died is not ready.
 
-use crate::logs::{self, Logs, RelayId, Stream};
+use crate::control::{self, ConnId, ControlServer, LogLine, Request as CtlRequest, Response};
+use crate::logs::{self, Logs, RecentLine, RelayId, Stream};
 use crate::plan::{Isolation, Kind, Output, Plan, Readiness, ServiceSpec};
 use crate::readiness::{Notice, NotifyPipe, NotifySocket, PipeState, TcpProbe};
 use crate::reap::{self, Exit};
-use crate::service::ServiceId;
+use crate::service::{ServiceId, State, Want};
 use crate::signals::{self, Intake, Received};
 use crate::spawn::{self, ChildIo, ExecStatus, ExtraFd, Prepared};
-use crate::supervisor::{Action, Input, Note, Supervisor, TimerId};
+use crate::supervisor::{Action, Input, Note, Request, Supervisor, TimerId};
 use crate::sys::{Epoll, SysError};
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -47,9 +48,7 @@ fn token(kind: u64, low: u64) -> u64 {
 
 /// keel's runtime directory (sockets): `$KEEL_RUNTIME_DIR`, default `/run/keel`.
 fn runtime_dir() -> PathBuf {
-    std::env::var_os("KEEL_RUNTIME_DIR")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("/run/keel"), PathBuf::from)
+    control::runtime_dir(&|k| std::env::var_os(k))
 }
 
 /// How long keel waits at exit for its outputs to take the last service lines.
@@ -114,7 +113,30 @@ pub struct Runtime {
     /// The output relay, made when the first service in prefix mode starts.
     logs: Option<Logs>,
     dev_null: Option<OwnedFd>,
+    /// The control socket (services mode), if it could be bound.
+    control: Option<ControlServer>,
+    /// `keel ctl wait-ready` requests not answered yet.
+    waiters: Vec<Waiter>,
+    /// `keel ctl logs -f` connections.
+    followers: Vec<Follower>,
 }
+
+/// A `wait-ready` request: answered when every service in `ids` is ready, or at `deadline`.
+struct Waiter {
+    conn: ConnId,
+    ids: Vec<ServiceId>,
+    deadline: Instant,
+}
+
+/// A `logs -f` connection: gets every new line of `name` after sequence number `seen`.
+struct Follower {
+    conn: ConnId,
+    name: String,
+    seen: u64,
+}
+
+/// The longest a `wait-ready` may wait (also when the client gives no timeout).
+const WAIT_READY_MAX: Duration = Duration::from_secs(3600);
 
 impl Runtime {
     /// Set up the loop for `plan`. `intake` must already block every signal.
@@ -148,7 +170,26 @@ impl Runtime {
             probes: Vec::new(),
             logs: None,
             dev_null: None,
+            control: None,
+            waiters: Vec::new(),
+            followers: Vec::new(),
         })
+    }
+
+    /// Serve `keel ctl` on `$KEEL_RUNTIME_DIR/control.sock` (services mode), to root, keel's
+    /// own user, and members of `allowed_gid`. A failure costs only the control interface.
+    pub fn serve_control(&mut self, allowed_gid: Option<u32>) {
+        let path = control::default_socket(&|k| std::env::var_os(k));
+        match ControlServer::bind(&path, allowed_gid, &self.epoll) {
+            Ok(c) => {
+                log::debug!("control socket {}", path.display());
+                self.control = Some(c);
+            }
+            Err(e) => log::warn!(
+                "no control socket ({}: {e}); `keel ctl` will not reach this keel",
+                path.display()
+            ),
+        }
     }
 
     /// Run until the supervisor asks to exit; returns keel's exit code.
@@ -199,6 +240,14 @@ impl Runtime {
                     KIND_NOTIFY => self.read_notify(low as ServiceId, &mut ready_inputs),
                     KIND_NOTIFY_PIPE => self.read_notify_pipe(low as ServiceId, &mut ready_inputs),
                     KIND_TCP => self.finish_tcp(low as ServiceId, &mut ready_inputs),
+                    _ if ControlServer::owns(tok) => {
+                        if let Some(c) = self.control.as_mut() {
+                            let reqs = c.on_event(&self.epoll, tok, now);
+                            for (conn, req) in reqs {
+                                self.on_control(conn, req, &mut ready_inputs);
+                            }
+                        }
+                    }
                     _ if logs::owns(tok) => {
                         if let Some(l) = self.logs.as_mut()
                             && let Err(e) = l.on_event(&self.epoll, tok, now)
@@ -224,6 +273,13 @@ impl Runtime {
             {
                 log::debug!("service output: {e}");
             }
+            if let Some(c) = self.control.as_mut()
+                && c.next_deadline().is_some_and(|d| d <= now)
+            {
+                c.on_timer(&self.epoll, now);
+            }
+            self.answer_waiters(now);
+            self.feed_followers();
         }
     }
 
@@ -352,7 +408,17 @@ impl Runtime {
 
     fn timeout_ms(&self, now: Instant) -> i32 {
         let logs = self.logs.as_ref().and_then(|l| l.next_deadline());
-        match self.timers.iter().map(|(at, _)| *at).chain(logs).min() {
+        let control = self.control.as_ref().and_then(|c| c.next_deadline());
+        let waiters = self.waiters.iter().map(|w| w.deadline).min();
+        match self
+            .timers
+            .iter()
+            .map(|(at, _)| *at)
+            .chain(logs)
+            .chain(control)
+            .chain(waiters)
+            .min()
+        {
             None => -1,
             Some(at) => {
                 let d = at.saturating_duration_since(now);
@@ -861,6 +927,225 @@ impl Runtime {
                 log::debug!("{}", SysError::last("kill"));
             }
         }
+    }
+}
+
+impl Runtime {
+    /// One `keel ctl` request. Answers at once, except `wait-ready` (later) and requests
+    /// that become supervisor inputs (answered once handed over).
+    fn on_control(&mut self, conn: ConnId, req: CtlRequest, inputs: &mut Vec<Input>) {
+        let resp = match req {
+            CtlRequest::Status => Response::Status(self.status()),
+            CtlRequest::Health => self.readiness(&self.should_be_ready()),
+            CtlRequest::Start(names) | CtlRequest::Stop(names) | CtlRequest::Restart(names)
+                if names.is_empty() =>
+            {
+                Response::Error("name at least one service".into())
+            }
+            CtlRequest::Start(names) => self.each(&names, Request::Start, inputs),
+            CtlRequest::Stop(names) => self.each(&names, Request::Stop, inputs),
+            CtlRequest::Restart(names) => self.each(&names, Request::Restart, inputs),
+            CtlRequest::Signal { name, sig } => match self.supervisor.find(&name) {
+                None => Response::Error(format!("no service named '{name}'")),
+                Some(id)
+                    if self
+                        .supervisor
+                        .service(id)
+                        .and_then(|s| s.state.pid())
+                        .is_none() =>
+                {
+                    Response::Error(format!("'{name}' is not running"))
+                }
+                Some(id) => {
+                    inputs.push(Input::Request(Request::Signal(id, sig)));
+                    Response::Ok
+                }
+            },
+            CtlRequest::Logs { name, n, follow } => {
+                if self.supervisor.find(&name).is_none() {
+                    Response::Error(format!("no service named '{name}'"))
+                } else {
+                    let (lines, seen) = match self.logs.as_ref() {
+                        Some(l) => (l.recent(&name, n), l.since(&name, u64::MAX).1),
+                        None => (Vec::new(), 0),
+                    };
+                    if follow {
+                        self.followers.push(Follower { conn, name, seen });
+                    }
+                    Response::Logs(lines.into_iter().map(log_line).collect())
+                }
+            }
+            CtlRequest::Reload => {
+                if self.supervisor.shutting_down() {
+                    Response::Error("shutting down".into())
+                } else {
+                    let result = self.reload();
+                    let resp = match &result {
+                        Ok(_) => Response::Ok,
+                        Err(e) => Response::Error(format!("configuration rejected: {e}")),
+                    };
+                    inputs.push(Input::Reloaded(result));
+                    resp
+                }
+            }
+            CtlRequest::Shutdown => {
+                inputs.push(Input::Request(Request::Shutdown));
+                Response::Ok
+            }
+            CtlRequest::WaitReady { names, timeout_ms } => {
+                let ids = if names.is_empty() {
+                    Ok(self.should_be_ready())
+                } else {
+                    names
+                        .iter()
+                        .map(|n| {
+                            self.supervisor
+                                .find(n)
+                                .ok_or_else(|| format!("no service named '{n}'"))
+                        })
+                        .collect()
+                };
+                match ids {
+                    Err(e) => Response::Error(e),
+                    Ok(ids) => {
+                        let wait = timeout_ms
+                            .map_or(WAIT_READY_MAX, Duration::from_millis)
+                            .min(WAIT_READY_MAX);
+                        if let Some(c) = self.control.as_ref() {
+                            self.waiters.retain(|w| c.is_open(w.conn));
+                        }
+                        self.waiters.push(Waiter {
+                            conn,
+                            ids,
+                            deadline: crate::duration::later(Instant::now(), wait),
+                        });
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(c) = self.control.as_mut() {
+            c.reply(&self.epoll, conn, &resp);
+        }
+    }
+
+    /// Resolve every name first: one unknown name fails the whole request, nothing done.
+    fn each(
+        &self,
+        names: &[String],
+        f: fn(ServiceId) -> Request,
+        inputs: &mut Vec<Input>,
+    ) -> Response {
+        let mut ids = Vec::new();
+        for n in names {
+            match self.supervisor.find(n) {
+                Some(id) => ids.push(id),
+                None => return Response::Error(format!("no service named '{n}'")),
+            }
+        }
+        inputs.extend(ids.into_iter().map(|id| Input::Request(f(id))));
+        Response::Ok
+    }
+
+    /// Services that should be ready now: wanted up, or failed (a failure is unhealthy).
+    fn should_be_ready(&self) -> Vec<ServiceId> {
+        self.supervisor
+            .services()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                !s.retired && (s.want == Want::Up || matches!(s.state, State::Failed { .. }))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn readiness(&self, ids: &[ServiceId]) -> Response {
+        let not_ready: Vec<String> = ids
+            .iter()
+            .filter_map(|&id| self.supervisor.service(id))
+            .filter(|s| !matches!(s.state, State::Running { .. } | State::Done))
+            .map(|s| s.spec.name.clone())
+            .collect();
+        Response::Readiness {
+            ready: not_ready.is_empty(),
+            not_ready,
+        }
+    }
+
+    fn answer_waiters(&mut self, now: Instant) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let resp = self.readiness(&self.waiters[i].ids);
+            let done = matches!(resp, Response::Readiness { ready: true, .. })
+                || self.waiters[i].deadline <= now;
+            if done {
+                let w = self.waiters.swap_remove(i);
+                if let Some(c) = self.control.as_mut() {
+                    c.reply(&self.epoll, w.conn, &resp);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn feed_followers(&mut self) {
+        let (Some(logs), Some(c)) = (self.logs.as_ref(), self.control.as_mut()) else {
+            return;
+        };
+        self.followers.retain_mut(|f| {
+            if !c.is_open(f.conn) {
+                return false;
+            }
+            let (lines, seen) = logs.since(&f.name, f.seen);
+            f.seen = seen;
+            lines
+                .into_iter()
+                .all(|l| c.stream(&self.epoll, f.conn, &log_line(l)))
+        });
+    }
+
+    /// What `keel ctl status` shows.
+    fn status(&self) -> Vec<control::ServiceStatus> {
+        let now = Instant::now();
+        self.supervisor
+            .services()
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| {
+                let since = match s.state {
+                    State::Starting { since, .. }
+                    | State::Running { since, .. }
+                    | State::Stopping { since, .. } => Some(since),
+                    _ => None,
+                };
+                control::ServiceStatus {
+                    name: s.spec.name.clone(),
+                    state: s.state.name().to_string(),
+                    pid: s.state.pid(),
+                    uptime_ms: since.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    restarts: s.restarts,
+                    last_exit: s.last_exit.map(|e| e.to_string()),
+                    ready: matches!(s.state, State::Running { .. } | State::Done),
+                    status_text: s.status.clone().or_else(|| match &s.state {
+                        State::Failed { reason } => Some(reason.clone()),
+                        _ => None,
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+}
+
+fn log_line(l: RecentLine) -> LogLine {
+    LogLine {
+        stderr: l.stream == Stream::Stderr,
+        text: String::from_utf8_lossy(&l.text).into_owned(),
     }
 }
 

@@ -1431,11 +1431,7 @@ impl Supervisor {
                     out,
                 );
             }
-            (_, state) => log::debug!(
-                "{}: stale timer in state {}",
-                self.name(id),
-                state.name()
-            ),
+            (_, state) => log::debug!("{}: stale timer in state {}", self.name(id), state.name()),
         }
     }
 }

@@ -182,7 +182,10 @@ pub fn tcp_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = t.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Some(port) = t.strip_prefix("localhost:").and_then(|p| p.parse::<u16>().ok()) {
+    if let Some(port) = t
+        .strip_prefix("localhost:")
+        .and_then(|p| p.parse::<u16>().ok())
+    {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     // Host names are not resolved: a readiness check must not depend on DNS (and the

@@ -818,7 +818,8 @@ impl ServiceCgroup {
 
     /// The fds to watch, each with the epoll events to ask for: `cgroup.events` and
     /// `memory.events` with `EPOLLPRI` (kernfs reports a change as PRI; IN is always set), the
-    /// v1 OOM eventfd with `EPOLLIN`. On any of them, call [`ServiceCgroup::read_events`].
+    /// v1 OOM eventfd with `EPOLLIN`, in that order (`cgroup.events` first when present). On
+    /// any of them, call [`ServiceCgroup::read_events`].
     pub fn event_fds(&self) -> Vec<(RawFd, u32)> {
         let pri = libc::EPOLLPRI as u32;
         let mut v = Vec::new();

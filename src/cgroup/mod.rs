@@ -137,7 +137,7 @@ impl Controllers {
             .map(|(_, n)| *n)
     }
 
-    /// Each controller of the set on its own, in [`Controllers::ALL`] order.
+    /// Each controller of the set on its own, in the order cpu, io, memory, pids.
     pub fn each(self) -> impl Iterator<Item = (Controllers, &'static str)> {
         Controllers::ALL
             .into_iter()

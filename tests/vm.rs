@@ -121,3 +121,33 @@ fn vm_cgroup_module_on_pure_v2() {
         ],
     );
 }
+
+/// The same from a non-root cgroup, as in a container: keel's leaf `init` and the move of
+/// every process of its cgroup into it, on a real kernel.
+#[test]
+fn vm_cgroup_module_from_a_nested_cgroup() {
+    let Some(bin) = cgroup_test_binary() else {
+        common::skip(
+            "vm",
+            "the cgroup test binary is not built (cargo test --test cgroup)",
+        );
+        return;
+    };
+    let files = format!("{}:/bin/cgroup-tests", bin.display());
+    let Some((_, out)) = vm("cgroup-tests-nested.sh", &[("VM_FILES", &files)]) else {
+        return;
+    };
+    assert_all_pass(
+        &out,
+        &[
+            "child_is_in_its_cgroups_from_the_start",
+            "memory_hog_is_oom_killed_and_the_oom_is_reported",
+            "tasks_max_stops_a_fork_loop",
+            "double_forking_daemon_cannot_escape_kill",
+            "cpu_quota_caps_a_burner",
+            "ctr-emptied",
+            "bystander-moved-to-init",
+            "ctr-controllers-enabled",
+        ],
+    );
+}

@@ -6,7 +6,7 @@ comm=$(cat /proc/1/comm)
 fs=$(stat -f -c %t /sys/fs/cgroup)
 [ "$fs" = 63677270 ]; r cgroup2-mounted $? "f_type 0x$fs"
 ctrls=$(cat /sys/fs/cgroup/cgroup.controllers)
-case " $ctrls " in *" memory "*" pids "*) true ;; *) false ;; esac; r controllers $? "$ctrls"
+case " $ctrls " in *" memory "*) case " $ctrls " in *" pids "*) true ;; *) false ;; esac ;; *) false ;; esac; r controllers $? "$ctrls"
 if mkdir /sys/fs/cgroup/vmcheck 2>/dev/null; then
   [ -e /sys/fs/cgroup/vmcheck/cgroup.kill ]; r cgroup-kill-file $? ""
   rmdir /sys/fs/cgroup/vmcheck; r cgroup-writable 0 ""

@@ -54,6 +54,8 @@ pub enum Stage {
     Setuid,
     /// `chdir` to the working directory.
     Chdir,
+    /// Joining the service's cgroup (writing `0` to a `cgroup.procs`).
+    Cgroup,
 }
 
 impl Stage {
@@ -70,6 +72,7 @@ impl Stage {
             Stage::Setgid => 8,
             Stage::Setuid => 9,
             Stage::Chdir => 10,
+            Stage::Cgroup => 11,
         }
     }
 
@@ -87,6 +90,7 @@ impl Stage {
             8 => Stage::Setgid,
             9 => Stage::Setuid,
             10 => Stage::Chdir,
+            11 => Stage::Cgroup,
             _ => return None,
         })
     }
@@ -110,7 +114,7 @@ impl ExecError {
     /// - every set-up stage before exec: systemd's code for the same step (its
     ///   `EXIT_*` table, reserved by the LSB for init systems), so a service moved from a
     ///   unit file fails with the status its operators know: 200 chdir, 202 fds, 205 rlimit,
-    ///   208 stdin, 209 stdout, 216 setgroups/setgid, 217 setuid, 222 stderr.
+    ///   208 stdin, 209 stdout, 216 setgroups/setgid, 217 setuid, 219 cgroup, 222 stderr.
     pub fn exit_code(&self) -> u8 {
         match (self.stage, self.errno) {
             (Stage::Exec, libc::ENOENT | libc::ENOTDIR) => 127,
@@ -122,6 +126,7 @@ impl ExecError {
             (Stage::Stdout, _) => 209,
             (Stage::Setgroups | Stage::Setgid, _) => 216,
             (Stage::Setuid, _) => 217,
+            (Stage::Cgroup, _) => 219,
             (Stage::Stderr, _) => 222,
         }
     }
@@ -150,6 +155,7 @@ impl fmt::Display for ExecError {
             Stage::Setgid => write!(f, "setgid: {e}"),
             Stage::Setuid => write!(f, "setuid: {e}"),
             Stage::Chdir => write!(f, "cannot change to directory: {e}"),
+            Stage::Cgroup => write!(f, "cannot join the service's cgroup: {e}"),
         }
     }
 }
@@ -583,10 +589,143 @@ pub fn spawn_with(
     }
     if pid == 0 {
         // SAFETY: we are the child; child_main never returns.
-        unsafe { child_main(cmd, inherited, give_terminal, io, wr.as_raw_fd()) }
+        unsafe { child_main(cmd, inherited, give_terminal, io, wr.as_raw_fd(), None) }
     }
     drop(wr);
     Ok(Child { pid, status: rd })
+}
+
+/// `CLONE_INTO_CGROUP` (kernel 5.7). Defined here: libc's constant is a `c_int` on glibc
+/// targets and truncates to 0.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// The kernel's `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Set once `clone3(CLONE_INTO_CGROUP)` turned out not to exist here (old kernel, seccomp
+/// filter answering `ENOSYS`): later spawns go straight to the fork fallback.
+static NO_CLONE3: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Where a child must live from its first instruction (see `crate::cgroup::ServiceCgroup::join`).
+/// Every fd stays owned by the caller and open until [`spawn_in_cgroup`] returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CgroupJoin<'a> {
+    /// A directory fd (`O_PATH` is enough) of a cgroup v2 cgroup: the `CLONE_INTO_CGROUP`
+    /// target.
+    pub dir: Option<RawFd>,
+    /// That cgroup's `cgroup.procs`, opened for writing: joined by the fork fallback.
+    pub dir_procs: Option<RawFd>,
+    /// v1 `cgroup.procs` files, opened for writing: the child writes `0` (itself) to each
+    /// before anything else.
+    pub procs: &'a [RawFd],
+}
+
+/// [`spawn_with`], with the child born inside `join`'s cgroups: `clone3(CLONE_INTO_CGROUP)`
+/// when the kernel has it, so neither the child nor anything it forks ever runs in keel's
+/// cgroup; otherwise (`ENOSYS`, `E2BIG`, `EINVAL`: kernel before 5.7 or a seccomp filter)
+/// `fork` and the child writes `0` to `dir_procs` first thing, before it can fork. A failed
+/// join is the child's set-up failure [`Stage::Cgroup`] (exit 219). Other `clone3` errors
+/// (`EBUSY`: not a leaf; `ENOENT`/`ENODEV`: the cgroup was removed) are keel's error, as a
+/// failed fork is.
+pub fn spawn_in_cgroup(
+    cmd: &mut Prepared,
+    inherited: &Inherited,
+    give_terminal: bool,
+    io: &ChildIo,
+    join: &CgroupJoin<'_>,
+) -> Result<Child, SysError> {
+    use std::sync::atomic::Ordering;
+    io.check()?;
+    let (rd, wr) = pipe_cloexec_nonblock()?;
+    let mut joined_dir = false;
+    let mut pid: libc::pid_t = -1;
+    if let Some(dir) = join.dir
+        && !NO_CLONE3.load(Ordering::Relaxed)
+    {
+        let mut args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: without CLONE_VM this is a fork: the child runs on a copy of this stack and
+        // only makes async-signal-safe calls on memory prepared before (keel is
+        // single-threaded). args is a valid clone_args of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if r >= 0 {
+            pid = r as libc::pid_t;
+            joined_dir = true;
+        } else {
+            match errno() {
+                libc::ENOSYS | libc::E2BIG | libc::EINVAL => {
+                    NO_CLONE3.store(true, Ordering::Relaxed);
+                }
+                e => {
+                    return Err(SysError {
+                        op: "clone3(CLONE_INTO_CGROUP)",
+                        errno: e,
+                    });
+                }
+            }
+        }
+    }
+    if !joined_dir {
+        // SAFETY: as in spawn_with.
+        pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(SysError::last("fork"));
+        }
+    }
+    if pid == 0 {
+        let extra = if joined_dir { None } else { join.dir_procs };
+        // SAFETY: we are the child; child_main never returns.
+        unsafe {
+            child_main(
+                cmd,
+                inherited,
+                give_terminal,
+                io,
+                wr.as_raw_fd(),
+                Some((extra, join.procs)),
+            )
+        }
+    }
+    drop(wr);
+    Ok(Child { pid, status: rd })
+}
+
+/// Write `0` (the calling process) to each `cgroup.procs` fd. Async-signal-safe.
+fn join_cgroups(first: Option<RawFd>, procs: &[RawFd]) -> Result<(), ExecError> {
+    for fd in first.iter().chain(procs.iter()) {
+        // SAFETY: writing one byte from a static buffer.
+        if unsafe { libc::write(*fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(ExecError {
+                stage: Stage::Cgroup,
+                errno: errno(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Report `err` on `report` and exit with its code. Async-signal-safe.
@@ -725,8 +864,16 @@ unsafe fn child_main(
     give_terminal: bool,
     io: &ChildIo,
     report: libc::c_int,
+    cgroups: Option<(Option<RawFd>, &[RawFd])>,
 ) -> ! {
     let mut report = report;
+    // First: nothing the child does (not even a failure report) should happen outside its
+    // cgroups.
+    if let Some((first, procs)) = cgroups
+        && let Err(e) = join_cgroups(first, procs)
+    {
+        fail(cmd, report, e)
+    }
     if let Err(e) = place_fds(io, &mut report) {
         fail(cmd, report, e)
     }

@@ -17,7 +17,7 @@
 //! flight at a time: keel stops reading a connection until the runtime replies, so a client
 //! cannot make keel buffer more than one request's worth of its input.
 
-use crate::sys::{Epoll, SysError, check, errno};
+use crate::sys::{self, Epoll, SysError, check, errno};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -966,37 +966,17 @@ fn stat_of(path: &CString) -> Option<libc::stat> {
 }
 
 fn sockaddr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t), SysError> {
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
-        return Err(SysError {
+    sys::sockaddr_un(b"", bytes)
+        .filter(|_| !bytes.is_empty())
+        .ok_or(SysError {
             op: "control socket path (longer than 107 bytes?)",
             errno: libc::ENAMETOOLONG,
-        });
-    }
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    Ok((addr, len as libc::socklen_t))
+        })
 }
 
 fn unix_socket() -> Result<OwnedFd, SysError> {
-    // SAFETY: plain syscall.
-    let fd = check(
-        unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        },
-        "socket(AF_UNIX)",
-    )?;
-    // SAFETY: fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, "socket(AF_UNIX)")
 }
 
 /// `send` with `MSG_NOSIGNAL`: keel blocks SIGPIPE into its signalfd, and a vanished client

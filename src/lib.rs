@@ -70,14 +70,11 @@ pub fn run(plan: Plan) -> u8 {
     };
     // Everything a service needs that can be checked before it starts is checked now, so a
     // bad configuration starts nothing (exit 2) instead of failing service by service.
-    if plan.is_services_mode() {
-        let env = spawn::keel_env();
-        for s in &plan.services {
-            if let Err(e) = spawn::Prepared::service(s, &env, &[]) {
-                log::error!("service {}: {e}", s.name);
-                return EXIT_USAGE;
-            }
-        }
+    if plan.is_services_mode()
+        && let Err(e) = runtime::check_services(&plan.services, &spawn::keel_env())
+    {
+        log::error!("{e}");
+        return EXIT_USAGE;
     }
     // Who besides root may use `keel ctl`: KEEL_CONTROL_GROUP (a group name or number).
     let control_group = match std::env::var("KEEL_CONTROL_GROUP") {

@@ -9,7 +9,7 @@
 //! them when epoll says an fd is ready. What a notice or a probe result means for a service
 //! is the supervisor's call.
 
-use crate::sys::{SysError, check, errno, read_nonblock};
+use crate::sys::{self, SysError, check, errno, read_nonblock};
 use std::ffi::{CString, OsString};
 use std::fs::DirBuilder;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -397,19 +397,7 @@ fn take_control(msg: &libc::msghdr, service: &str) -> (Option<i32>, Option<u32>)
 
 /// A fresh `AF_UNIX` datagram socket that receives its senders' credentials.
 fn notify_socket() -> Result<OwnedFd, SysError> {
-    // SAFETY: plain syscall; the flags make the fd close-on-exec and non-blocking.
-    let raw = check(
-        unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        },
-        "socket(AF_UNIX)",
-    )?;
-    // SAFETY: socket succeeded, so raw is an open fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, "socket(AF_UNIX)")?;
     // The kernel then attaches the sender's pid/uid/gid to every datagram, even when the
     // sender did not ask to send credentials.
     let one: libc::c_int = 1;
@@ -445,7 +433,7 @@ fn bind_path(
     make_dirs(dir)?;
     let path = dir.join(service);
     let bytes = path.as_os_str().as_bytes();
-    let (addr, len) = sockaddr_un(b"", bytes).ok_or(SysError {
+    let (addr, len) = sys::sockaddr_un(b"", bytes).ok_or(SysError {
         op: "bind",
         errno: libc::ENAMETOOLONG,
     })?;
@@ -545,19 +533,7 @@ fn make_dirs(dir: &Path) -> Result<(), SysError> {
 /// Whether the datagram socket at `addr` has nobody reading it: a connect to it is refused.
 /// Never blocks (connecting a datagram socket only sets its default destination).
 fn is_stale(addr: &libc::sockaddr_un, len: libc::socklen_t) -> Result<bool, SysError> {
-    // SAFETY: plain syscall.
-    let raw = check(
-        unsafe {
-            libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        },
-        "socket(AF_UNIX)",
-    )?;
-    // SAFETY: socket succeeded; raw is owned by nobody else.
-    let probe = unsafe { OwnedFd::from_raw_fd(raw) };
+    let probe = sys::socket(libc::AF_UNIX, libc::SOCK_DGRAM, "socket(AF_UNIX)")?;
     // SAFETY: addr is a valid sockaddr_un of `len` bytes.
     let r = unsafe {
         libc::connect(
@@ -596,7 +572,7 @@ fn bind_abstract(service: &str) -> Result<(OwnedFd, Address), SysError> {
         } else {
             format!("keel/{pid}.{:08x}/{service}", nonce())
         };
-        let (addr, len) = sockaddr_un(b"\0", name.as_bytes()).ok_or(SysError {
+        let (addr, len) = sys::sockaddr_un(b"\0", name.as_bytes()).ok_or(SysError {
             op: "bind(abstract)",
             errno: libc::ENAMETOOLONG,
         })?;
@@ -634,25 +610,6 @@ fn nonce() -> u32 {
     // SAFETY: ts is a live timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_nsec as u32 ^ ts.tv_sec as u32
-}
-
-/// A `sockaddr_un` holding `prefix` then `name` in `sun_path`, and the address length to pass
-/// (a filesystem path gets its terminating NUL; an abstract name must not). `None` if it does
-/// not fit.
-fn sockaddr_un(prefix: &[u8], name: &[u8]) -> Option<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: sockaddr_un is plain data; all-zero is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let abstract_ = prefix.first() == Some(&0);
-    let used = prefix.len() + name.len() + usize::from(!abstract_);
-    if used > addr.sun_path.len() || (!abstract_ && name.contains(&0)) {
-        return None;
-    }
-    for (slot, &b) in addr.sun_path.iter_mut().zip(prefix.iter().chain(name)) {
-        *slot = b as libc::c_char;
-    }
-    let base = std::mem::offset_of!(libc::sockaddr_un, sun_path);
-    Some((addr, (base + used) as libc::socklen_t))
 }
 
 /// What a read of a notify pipe found.
@@ -783,19 +740,7 @@ impl TcpProbe {
                 (libc::AF_INET6, size_of::<libc::sockaddr_in6>())
             }
         };
-        // SAFETY: plain syscall.
-        let raw = check(
-            unsafe {
-                libc::socket(
-                    family,
-                    libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    0,
-                )
-            },
-            "socket(tcp probe)",
-        )?;
-        // SAFETY: socket succeeded; raw is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sys::socket(family, libc::SOCK_STREAM, "socket(tcp probe)")?;
         // SAFETY: storage holds a valid sockaddr of `len` bytes.
         let r = unsafe {
             libc::connect(
@@ -1317,7 +1262,7 @@ WATCHDOG=1\nWATCHDOG=trigger\nWATCHDOG_USEC=30000000\nEXTEND_TIMEOUT_USEC=500000
     /// Fork a child that becomes `uid`/`gid` and sends `READY=1` to `path`; returns its pid
     /// and its exit status (0, or the errno of the failed step).
     fn send_as(uid: u32, gid: u32, path: &Path) -> (i32, i32) {
-        let (addr, len) = sockaddr_un(b"", path.as_os_str().as_bytes()).unwrap();
+        let (addr, len) = sys::sockaddr_un(b"", path.as_os_str().as_bytes()).unwrap();
         let msg = b"READY=1";
         // SAFETY: the child makes only async-signal-safe syscalls on memory prepared above,
         // then _exits.

@@ -854,9 +854,7 @@ impl Runtime {
             .map_err(|e| one_line(&e.to_string()))?
             .ok_or_else(|| "the configuration files are gone".to_string())?;
         let config = crate::config::load(&files).map_err(|e| one_line(&e.to_string()))?;
-        for s in &config.services {
-            Prepared::service(s, &self.keel_env, &[]).map_err(|e| format!("{}: {e}", s.name))?;
-        }
+        check_services(&config.services, &self.keel_env)?;
         Ok(config.services)
     }
 
@@ -1147,6 +1145,18 @@ fn log_line(l: RecentLine) -> LogLine {
         stderr: l.stream == Stream::Stderr,
         text: String::from_utf8_lossy(&l.text).into_owned(),
     }
+}
+
+/// What only building a service's exec data finds (a NUL in an argument, a bad environment
+/// name), checked for every service before any starts: at start-up and on reload.
+pub fn check_services(
+    specs: &[ServiceSpec],
+    keel_env: &[(OsString, OsString)],
+) -> Result<(), String> {
+    for s in specs {
+        Prepared::service(s, keel_env, &[]).map_err(|e| format!("service {}: {e}", s.name))?;
+    }
+    Ok(())
 }
 
 /// Several configuration errors as one log line.

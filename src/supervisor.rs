@@ -705,19 +705,8 @@ impl Supervisor {
     fn on_exit(&mut self, id: ServiceId, exit: Exit, now: Instant, out: &mut Vec<Action>) {
         let state = std::mem::replace(&mut self.services[id].state, State::Inactive);
         self.services[id].last_exit = Some(exit);
-        for t in [
-            Timer::StartTimeout,
-            Timer::StopKill,
-            Timer::Probe,
-            Timer::ProbeTimeout,
-            Timer::Watchdog,
-        ] {
-            out.push(Action::CancelTimer(TimerId::Service(id, t)));
-        }
-        if self.extra[id].probing {
-            self.extra[id].probing = false;
-            out.push(Action::CancelProbe(id));
-        }
+        out.push(Action::CancelTimer(TimerId::Service(id, Timer::StopKill)));
+        self.end_start_checks(id, out);
         let (since, then, pid) = match state {
             State::Starting { since, pid } | State::Running { since, pid } => {
                 if self.plan.is_services_mode() && Some(id) != self.main {
@@ -765,6 +754,23 @@ impl Supervisor {
                 log::info!("{} stopped after {reason} ({exit})", self.name(id));
                 self.ended(id, Ending::Timeout, since, now, out);
             }
+        }
+    }
+
+    /// A run is over (or being stopped): disarm what watched its start and its health, and
+    /// abandon a readiness check in flight.
+    fn end_start_checks(&mut self, id: ServiceId, out: &mut Vec<Action>) {
+        for t in [
+            Timer::StartTimeout,
+            Timer::Probe,
+            Timer::ProbeTimeout,
+            Timer::Watchdog,
+        ] {
+            out.push(Action::CancelTimer(TimerId::Service(id, t)));
+        }
+        if self.extra[id].probing {
+            self.extra[id].probing = false;
+            out.push(Action::CancelProbe(id));
         }
     }
 
@@ -921,18 +927,7 @@ impl Supervisor {
                     TimerId::Service(id, Timer::StopKill),
                     duration::later(now, spec.stop_timeout),
                 ));
-                for t in [
-                    Timer::StartTimeout,
-                    Timer::Probe,
-                    Timer::ProbeTimeout,
-                    Timer::Watchdog,
-                ] {
-                    out.push(Action::CancelTimer(TimerId::Service(id, t)));
-                }
-                if self.extra[id].probing {
-                    self.extra[id].probing = false;
-                    out.push(Action::CancelProbe(id));
-                }
+                self.end_start_checks(id, out);
                 self.services[id].state = State::Stopping { pid, since, then };
             }
             State::Stopping { pid, since, .. } => {

@@ -187,3 +187,39 @@ impl Epoll {
         Ok(())
     }
 }
+
+/// `socket(domain, kind | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)`, named `op` in errors: every
+/// socket keel opens (control, sd_notify, TCP readiness checks) is close-on-exec and never
+/// blocks the loop.
+pub fn socket(
+    domain: libc::c_int,
+    kind: libc::c_int,
+    op: &'static str,
+) -> Result<OwnedFd, SysError> {
+    // SAFETY: plain syscall.
+    let raw = check(
+        unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) },
+        op,
+    )?;
+    // SAFETY: socket succeeded, so raw is an open fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A `sockaddr_un` holding `prefix` then `name` in `sun_path`, and the address length to pass
+/// (a filesystem path gets its terminating NUL; an abstract name, `prefix` starting with a
+/// NUL, must not). `None` if it does not fit.
+pub fn sockaddr_un(prefix: &[u8], name: &[u8]) -> Option<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let abstract_ = prefix.first() == Some(&0);
+    let used = prefix.len() + name.len() + usize::from(!abstract_);
+    if used > addr.sun_path.len() || (!abstract_ && name.contains(&0)) {
+        return None;
+    }
+    for (slot, &b) in addr.sun_path.iter_mut().zip(prefix.iter().chain(name)) {
+        *slot = b as libc::c_char;
+    }
+    let base = std::mem::offset_of!(libc::sockaddr_un, sun_path);
+    Some((addr, (base + used) as libc::socklen_t))
+}

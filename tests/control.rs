@@ -241,13 +241,16 @@ fn unauthorised_user_is_refused() {
         skip("root", "refusing another user needs root to become one");
         return;
     }
+    let status_as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(keel())
+            .args(["ctl", "--socket", k.socket().to_str().unwrap(), "status"])
+            .output()
+            .unwrap()
+    };
     // The socket is 0600 root: a user other than root cannot even connect.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(keel())
-        .args(["ctl", "--socket", k.socket().to_str().unwrap(), "status"])
-        .output()
-        .unwrap();
+    let out = status_as_nobody();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("ermission denied"), "{err}");
@@ -262,12 +265,7 @@ fn unauthorised_user_is_refused() {
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
     )
     .unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(keel())
-        .args(["ctl", "--socket", k.socket().to_str().unwrap(), "status"])
-        .output()
-        .unwrap();
+    let out = status_as_nobody();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("uid 65534 is not root"), "{err}");

@@ -96,9 +96,17 @@ fn cgroup_test_binary() -> Option<PathBuf> {
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
 }
 
-/// tests/cgroup.rs again, inside the VM: the module on a pure cgroup v2 host.
-#[test]
-fn vm_cgroup_module_on_pure_v2() {
+/// The tests of tests/cgroup.rs, each reported by the VM as a result line.
+const CGROUP_TESTS: [&str; 5] = [
+    "child_is_in_its_cgroups_from_the_start",
+    "memory_hog_is_oom_killed_and_the_oom_is_reported",
+    "tasks_max_stops_a_fork_loop",
+    "double_forking_daemon_cannot_escape_kill",
+    "cpu_quota_caps_a_burner",
+];
+
+/// Boot the VM with the cgroup test binary and `scenario`; check `CGROUP_TESTS` and `extra`.
+fn cgroup_tests_in_vm(scenario: &str, extra: &[&str]) {
     let Some(bin) = cgroup_test_binary() else {
         common::skip(
             "vm",
@@ -107,44 +115,26 @@ fn vm_cgroup_module_on_pure_v2() {
         return;
     };
     let files = format!("{}:/bin/cgroup-tests", bin.display());
-    let Some((_, out)) = vm("cgroup-tests.sh", &[("VM_FILES", &files)]) else {
+    let Some((_, out)) = vm(scenario, &[("VM_FILES", &files)]) else {
         return;
     };
-    assert_all_pass(
-        &out,
-        &[
-            "child_is_in_its_cgroups_from_the_start",
-            "memory_hog_is_oom_killed_and_the_oom_is_reported",
-            "tasks_max_stops_a_fork_loop",
-            "double_forking_daemon_cannot_escape_kill",
-            "cpu_quota_caps_a_burner",
-        ],
-    );
+    let expected: Vec<&str> = CGROUP_TESTS.iter().chain(extra).copied().collect();
+    assert_all_pass(&out, &expected);
+}
+
+/// tests/cgroup.rs again, inside the VM: the module on a pure cgroup v2 host.
+#[test]
+fn vm_cgroup_module_on_pure_v2() {
+    cgroup_tests_in_vm("cgroup-tests.sh", &[]);
 }
 
 /// The same from a non-root cgroup, as in a container: keel's leaf `init` and the move of
 /// every process of its cgroup into it, on a real kernel.
 #[test]
 fn vm_cgroup_module_from_a_nested_cgroup() {
-    let Some(bin) = cgroup_test_binary() else {
-        common::skip(
-            "vm",
-            "the cgroup test binary is not built (cargo test --test cgroup)",
-        );
-        return;
-    };
-    let files = format!("{}:/bin/cgroup-tests", bin.display());
-    let Some((_, out)) = vm("cgroup-tests-nested.sh", &[("VM_FILES", &files)]) else {
-        return;
-    };
-    assert_all_pass(
-        &out,
+    cgroup_tests_in_vm(
+        "cgroup-tests-nested.sh",
         &[
-            "child_is_in_its_cgroups_from_the_start",
-            "memory_hog_is_oom_killed_and_the_oom_is_reported",
-            "tasks_max_stops_a_fork_loop",
-            "double_forking_daemon_cannot_escape_kill",
-            "cpu_quota_caps_a_burner",
             "ctr-emptied",
             "bystander-moved-to-init",
             "ctr-controllers-enabled",

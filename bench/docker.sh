@@ -49,28 +49,13 @@ NO_INSTALL=${NO_INSTALL:-0}
 MUSL_TARGET=x86_64-unknown-linux-musl
 IMG=keel-bench-base:latest
 
-# The exact command line, as far as a script can see it: the knobs that were set + $0 + args.
-CMDLINE=""
-for v in KEEL STOP_ROUNDS NOINIT_STOP_ROUNDS NOINIT_STOP_T SETTLE RUNS WARMUP RUN_ROUNDS RESULTS NO_INSTALL; do
-    if [[ -n "$(printenv "$v" || true)" ]]; then CMDLINE+="$v=$(printf '%q' "$(printenv "$v")") "; fi
-done
-CMDLINE+="bash $0${*:+ $*}"
-
-log() { printf '[docker-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { printf '[docker-bench %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
-
-case "${1:-}" in
-    -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    "") ;;
-    *) die "unknown argument: $1 (configure this script with environment variables, see --help)" ;;
-esac
-
-[[ $(id -u) -eq 0 ]] || die "must run as root: it starts dockerd, creates cgroups and installs packages with apt-get"
-
-for v in STOP_ROUNDS NOINIT_STOP_ROUNDS NOINIT_STOP_T RUNS WARMUP RUN_ROUNDS; do
-    [[ ${!v} =~ ^[0-9]+$ ]] && (( 10#${!v} > 0 )) || die "$v must be a positive integer, got '${!v}'"
-    printf -v "$v" '%d' "$(( 10#${!v} ))"
-done
+BENCH_TAG=docker-bench
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+bench_cmdline KEEL STOP_ROUNDS NOINIT_STOP_ROUNDS NOINIT_STOP_T SETTLE RUNS WARMUP RUN_ROUNDS RESULTS NO_INSTALL -- "$@"
+bench_args "$@"
+need_root "it starts dockerd, creates cgroups and installs packages with apt-get"
+positive_ints STOP_ROUNDS NOINIT_STOP_ROUNDS NOINIT_STOP_T RUNS WARMUP RUN_ROUNDS
 [[ $SETTLE =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "SETTLE must be a number of seconds, got '$SETTLE'"
 (( NOINIT_STOP_ROUNDS <= STOP_ROUNDS )) || NOINIT_STOP_ROUNDS=$STOP_ROUNDS
 SMOKE=0
@@ -197,7 +182,6 @@ stats() {
         mean = s / NR; v = q / NR - mean * mean; if (v < 0) v = 0
         printf "%.6f %.6f %.6f %.6f %.6f %.6f %d\n", m, a[r], mean, sqrt(v), a[1], a[NR], NR }'
 }
-fmt() { awk -v x="$1" -v d="$2" 'BEGIN { if (x == "NaN" || x == "") print "n/a"; else printf "%.*f\n", d, x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || a == "" || b == "") print "—";
     else if (b == 0) print (a == 0 ? "1.00" : "∞"); else printf "%.2f\n", a / b }'; }
 ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }'; }
@@ -217,19 +201,7 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v tar >/dev/null || need_pkgs+=(tar)
 if (( ${#need_pkgs[@]} )); then
     mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
-    [[ $NO_INSTALL == 1 ]] && die "missing packages and NO_INSTALL=1: ${need_pkgs[*]}"
-    command -v apt-get >/dev/null || die "missing ${need_pkgs[*]} and no apt-get to install them"
-    log "installing: ${need_pkgs[*]}"
-    for p in "${need_pkgs[@]}"; do
-        pol=$(apt-cache policy "$p" 2>/dev/null || true)
-        if [[ ! $pol =~ Candidate:\ [0-9] ]]; then
-            log "apt-get update (no candidate for $p yet)"
-            apt-get update >"$WORK/apt-update.log" 2>&1 || { tail -n 20 "$WORK/apt-update.log" >&2; die "apt-get update failed"; }
-            break
-        fi
-    done
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >"$WORK/apt.log" 2>&1 ||
-        { tail -n 20 "$WORK/apt.log" >&2; die "apt-get install ${need_pkgs[*]} failed"; }
+    apt_install "${need_pkgs[@]}"
 fi
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 DOCKERD=$(command -v dockerd) || die "dockerd not found after installation"

@@ -40,28 +40,13 @@ RESULTS=${RESULTS:-$BENCH_DIR/results.md}
 NO_INSTALL=${NO_INSTALL:-0}
 MUSL_TARGET=x86_64-unknown-linux-musl
 
-# The exact command line, as far as a script can see it: the knobs that were set + $0 + args.
-CMDLINE=""
-for v in KEEL RUNS WARMUP START_ROUNDS MEM_RUNS STORM_N STORM_RUNS IDLE_FROM IDLE_TO RESULTS NO_INSTALL; do
-    if [[ -n "$(printenv "$v" || true)" ]]; then CMDLINE+="$v=$(printf '%q' "$(printenv "$v")") "; fi
-done
-CMDLINE+="bash $0${*:+ $*}"
-
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { printf '[bench %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
-
-case "${1:-}" in
-    -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    "") ;;
-    *) die "unknown argument: $1 (this script takes no arguments; configure it with environment variables, see --help)" ;;
-esac
-
-[[ $(id -u) -eq 0 ]] || die "must run as root: it installs packages with apt-get, runs inits as PID 1 with 'unshare --pid' and reads other processes' /proc/<pid>/status"
-
-for v in RUNS WARMUP START_ROUNDS MEM_RUNS STORM_N STORM_RUNS IDLE_FROM IDLE_TO; do
-    [[ ${!v} =~ ^[0-9]+$ ]] && (( 10#${!v} > 0 )) || die "$v must be a positive integer, got '${!v}'"
-    printf -v "$v" '%d' "$(( 10#${!v} ))"   # "08" is 8, not an octal error
-done
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+bench_cmdline KEEL RUNS WARMUP START_ROUNDS MEM_RUNS STORM_N STORM_RUNS IDLE_FROM IDLE_TO RESULTS NO_INSTALL -- "$@"
+bench_args "$@"
+need_root "it installs packages with apt-get, runs inits as PID 1 with 'unshare --pid' and reads other processes' /proc/<pid>/status"
+positive_ints RUNS WARMUP START_ROUNDS MEM_RUNS STORM_N STORM_RUNS IDLE_FROM IDLE_TO
 (( IDLE_TO > IDLE_FROM )) || die "IDLE_TO ($IDLE_TO) must be greater than IDLE_FROM ($IDLE_FROM)"
 (( RUNS >= 200 )) || log "WARNING: RUNS=$RUNS < 200: start-up numbers are a smoke test only"
 
@@ -117,14 +102,8 @@ bg_forget() { local p x keep=(); for x in "${BG[@]}"; do for p in "$@"; do [[ $x
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
-# med "1 2 3 ": median of a space-separated list
-med() { tr ' ' '\n' <<<"$1" | awk 'NF && $1 != "NaN"' | median; }
-# median of the numbers on stdin (one per line); "NaN" if none
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) { print "NaN"; exit }
-    if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # arithmetic with awk: calc '1.5 - 0.25' -> 1.25
 calc() { awk "BEGIN { printf \"%.6f\n\", $1 }"; }
-fmt() { awk -v x="$1" -v d="$2" 'BEGIN { if (x == "NaN" || x == "") print "n/a"; else printf "%.*f\n", d, x }'; }
 # first child pid of $1 whose comm is $2 (any comm if $2 is empty); waits up to $3 s. Fails if $1 dies.
 wait_child() {
     local pid=$1 want=$2 limit=$3 f c i
@@ -156,22 +135,7 @@ command -v catatonit >/dev/null || need_pkgs+=(catatonit)
 command -v hyperfine >/dev/null || need_pkgs+=(hyperfine)
 command -v strace >/dev/null || need_pkgs+=(strace)
 command -v unshare >/dev/null || need_pkgs+=(util-linux)
-if (( ${#need_pkgs[@]} )); then
-    [[ $NO_INSTALL == 1 ]] && die "missing packages and NO_INSTALL=1: ${need_pkgs[*]}"
-    command -v apt-get >/dev/null || die "missing ${need_pkgs[*]} and no apt-get to install them"
-    log "installing: ${need_pkgs[*]}"
-    # apt-get update only if some package has no install candidate (fresh machine, empty lists)
-    for p in "${need_pkgs[@]}"; do
-        pol=$(apt-cache policy "$p" 2>/dev/null || true)
-        if [[ ! $pol =~ Candidate:\ [0-9] ]]; then
-            log "apt-get update (no candidate for $p yet)"
-            apt-get update >"$WORK/apt-update.log" 2>&1 || { tail -n 20 "$WORK/apt-update.log" >&2; die "apt-get update failed"; }
-            break
-        fi
-    done
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >"$WORK/apt.log" 2>&1 ||
-        { tail -n 20 "$WORK/apt.log" >&2; die "apt-get install ${need_pkgs[*]} failed"; }
-fi
+apt_install "${need_pkgs[@]}"
 for t in hyperfine strace unshare ldd sha256sum; do command -v "$t" >/dev/null || die "'$t' not found"; done
 # type -P: the file on PATH, not the shell builtin (`command -v true` just prints "true")
 TRUE_BIN=$(type -P true) || die "no true binary on PATH"

@@ -48,27 +48,13 @@ RESULTS=${RESULTS:-$BENCH_DIR/supervisors-results.md}
 NO_INSTALL=${NO_INSTALL:-0}
 MUSL_TARGET=x86_64-unknown-linux-musl
 
-CMDLINE=""
-for v in KEEL N BIG_N ROUNDS RESTARTS MIN_AGE_MS SETTLE_MS IDLE_FROM IDLE_TO RESULTS NO_INSTALL; do
-    if [[ -n "$(printenv "$v" || true)" ]]; then CMDLINE+="$v=$(printf '%q' "$(printenv "$v")") "; fi
-done
-CMDLINE+="bash $0${*:+ $*}"
-
-log() { printf '[supbench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { printf '[supbench %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
-
-case "${1:-}" in
-    -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    "") ;;
-    *) die "unknown argument: $1 (configure with environment variables, see --help)" ;;
-esac
-
-[[ $(id -u) -eq 0 ]] || die "must run as root: it installs packages with apt-get and reads other processes' /proc/<pid>/smaps_rollup"
-
-for v in N BIG_N ROUNDS RESTARTS MIN_AGE_MS SETTLE_MS IDLE_FROM IDLE_TO; do
-    [[ ${!v} =~ ^[0-9]+$ ]] && (( 10#${!v} > 0 )) || die "$v must be a positive integer, got '${!v}'"
-    printf -v "$v" '%d' "$(( 10#${!v} ))"
-done
+BENCH_TAG=supbench
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+bench_cmdline KEEL N BIG_N ROUNDS RESTARTS MIN_AGE_MS SETTLE_MS IDLE_FROM IDLE_TO RESULTS NO_INSTALL -- "$@"
+bench_args "$@"
+need_root "it installs packages with apt-get and reads other processes' /proc/<pid>/smaps_rollup"
+positive_ints N BIG_N ROUNDS RESTARTS MIN_AGE_MS SETTLE_MS IDLE_FROM IDLE_TO
 (( IDLE_TO > IDLE_FROM )) || die "IDLE_TO ($IDLE_TO) must be greater than IDLE_FROM ($IDLE_FROM)"
 (( N <= 1000 && BIG_N <= 1000 )) || die "N and BIG_N must be at most 1000 (runsvdir's limit)"
 
@@ -123,13 +109,9 @@ bg_forget() { local p x keep=(); for x in "${BG[@]}"; do for p in "$@"; do [[ $x
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) { print "NaN"; exit }
-    if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 # nearest-rank percentile $1 (0-100) of the numbers on stdin
 pct() { sort -g | awk -v p="$1" '{ a[NR] = $1 } END { if (NR == 0) { print "NaN"; exit }
     i = int((p * NR + 99) / 100); if (i < 1) i = 1; print a[i] }'; }
-med() { tr ' ,' '\n\n' <<<"$1" | awk 'NF && $1 != "NaN"' | median; }
-fmt() { awk -v x="$1" -v d="$2" 'BEGIN { if (x == "NaN" || x == "") print "n/a"; else printf "%.*f\n", d, x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a";
     else if (b == 0) print (a == 0 ? "1.00" : "∞"); else printf "%.2f\n", a / b }'; }
 # value of KEY in a helper's key=value output file
@@ -144,26 +126,15 @@ need_pkgs=()
 [[ -x /usr/bin/s6-svscan && -x /usr/bin/s6-supervise ]] || need_pkgs+=(s6)
 [[ -x /usr/bin/runsvdir && -x /usr/bin/runsv ]] || need_pkgs+=(runit)
 if (( ${#need_pkgs[@]} )); then
-    [[ $NO_INSTALL == 1 ]] && die "missing packages and NO_INSTALL=1: ${need_pkgs[*]}"
-    command -v apt-get >/dev/null || die "missing ${need_pkgs[*]} and no apt-get to install them"
-    for p in "${need_pkgs[@]}"; do
-        pol=$(apt-cache policy "$p" 2>/dev/null || true)
-        if [[ ! $pol =~ Candidate:\ [0-9] ]]; then
-            log "apt-get update (no candidate for $p yet)"
-            apt-get update >"$WORK/apt-update.log" 2>&1 || { tail -n 20 "$WORK/apt-update.log" >&2; die "apt-get update failed"; }
-            break
-        fi
-    done
     # The supervisor package's postinst would start a system-wide supervisord: a policy-rc.d
     # that says "no" (exit 101) stops that, as in Docker images. Ours only if there is none.
+    # (--no-install-recommends: runit recommends runit-init, which would replace init.)
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\n# temporary, bench/supervisors.sh: no service starts during its apt-get install\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
         POLICY_CREATED=1
     fi
-    log "installing: ${need_pkgs[*]} (--no-install-recommends: runit recommends runit-init, which would replace init)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_pkgs[@]}" >"$WORK/apt.log" 2>&1 ||
-        { tail -n 20 "$WORK/apt.log" >&2; die "apt-get install ${need_pkgs[*]} failed"; }
+    apt_install "${need_pkgs[@]}"
     if (( POLICY_CREATED )); then rm -f /usr/sbin/policy-rc.d; POLICY_CREATED=0; fi
 fi
 for t in /usr/bin/supervisord /usr/bin/s6-svscan /usr/bin/s6-supervise /usr/bin/runsvdir /usr/bin/runsv; do

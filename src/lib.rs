@@ -106,8 +106,16 @@ pub fn run(plan: Plan) -> u8 {
         return EXIT_SETUP;
     }
     let services_mode = plan.is_services_mode();
+    // Before anything is forked: on cgroup v2 keel moves itself into a leaf of its cgroup.
+    let cgroups = match setup_cgroups(&plan) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     match runtime::Runtime::new(plan, intake, main_cmd) {
         Ok(mut rt) => {
+            if let Some(c) = cgroups {
+                rt.use_cgroups(c);
+            }
             if services_mode {
                 rt.serve_control(control_group);
             }
@@ -116,6 +124,34 @@ pub fn run(plan: Plan) -> u8 {
         Err(e) => {
             log::error!("cannot set up the event loop: {e}");
             EXIT_SETUP
+        }
+    }
+}
+
+/// The cgroups for `plan.cgroups` (services mode): `Err(exit code)` when `required` cannot
+/// be met, nothing started.
+fn setup_cgroups(plan: &Plan) -> Result<Option<cgroup::Cgroups>, u8> {
+    if plan.cgroups == cgroup::Mode::Off {
+        return Ok(None);
+    }
+    let needed = plan
+        .services
+        .iter()
+        .chain(plan.main.iter())
+        .fold(cgroup::Controllers::NONE, |acc, s| {
+            acc | cgroup::Controllers::for_limits(&s.limits)
+        });
+    match cgroup::Cgroups::setup(plan.cgroups, needed) {
+        Ok(c) => Ok(c),
+        Err(cgroup::CgroupError::Unusable(p)) => {
+            log::error!("{}", p.refusal());
+            Err(cgroup::EXIT_REQUIRED)
+        }
+        Err(e) => {
+            log::error!(
+                "cgroups: {e}; cgroups = \"required\": refusing to start (nothing was started)"
+            );
+            Err(cgroup::EXIT_REQUIRED)
         }
     }
 }

@@ -463,6 +463,9 @@ pub struct Plan {
     pub config: Option<Vec<std::path::PathBuf>>,
     /// Services mode: the whole shutdown's deadline (stop every service, then drain).
     pub shutdown_timeout: Duration,
+    /// Per-service cgroups (`[keel] cgroups`): `off` in single-command mode, where keel
+    /// leaves the container's cgroup as it found it.
+    pub cgroups: crate::cgroup::Mode,
 }
 
 impl Plan {
@@ -492,6 +495,7 @@ impl Plan {
             services: Vec::new(),
             config: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            cgroups: crate::cgroup::Mode::Off,
         }
     }
 

@@ -14,6 +14,7 @@
 //! timer of the same pass: a TERM arriving just after the main child died goes to the
 //! stragglers, not to a reaped pid, and a service that said READY=1 and died is not ready.
 
+use crate::cgroup::{Cgroups, Mode as CgroupMode, ServiceCgroup};
 use crate::control::{self, ConnId, ControlServer, LogLine, Request as CtlRequest, Response};
 use crate::logs::{self, Logs, RecentLine, RelayId, Stream};
 use crate::plan::{Isolation, Kind, Output, Plan, Readiness, ServiceSpec};
@@ -41,6 +42,10 @@ const KIND_NOTIFY: u64 = 3;
 const KIND_NOTIFY_PIPE: u64 = 4;
 /// TCP readiness checks: `5 << 32 | service id`.
 const KIND_TCP: u64 = 5;
+// 6 and 7 are control::KIND_LISTEN and control::KIND_CONN.
+/// A service cgroup's `cgroup.events`, `memory.events` or v1 OOM eventfd:
+/// `8 << 32 | service id`.
+const KIND_CGROUP: u64 = 8;
 
 fn token(kind: u64, low: u64) -> u64 {
     kind << 32 | (low & 0xffff_ffff)
@@ -87,6 +92,12 @@ struct Slot {
     notify: Option<NotifySocket>,
     notify_pipe: Option<NotifyPipe>,
     probe: Option<ProbeRun>,
+    /// The cgroup of the current (or the last) run, kept until it is empty and removed.
+    cgroup: Option<ServiceCgroup>,
+    /// What the last run left in its cgroup was killed (once per run).
+    leftovers_killed: bool,
+    /// The limits this service's cgroup could not apply were reported (once).
+    skipped_reported: bool,
     /// Released after the service was retired by a reload.
     released: bool,
 }
@@ -119,6 +130,10 @@ pub struct Runtime {
     waiters: Vec<Waiter>,
     /// `keel ctl logs -f` connections.
     followers: Vec<Follower>,
+    /// The cgroups keel manages (services mode, when usable).
+    cgroups: Option<Cgroups>,
+    /// `[keel] cgroups`: with `required`, a service whose cgroup cannot be made does not start.
+    cgroup_mode: CgroupMode,
 }
 
 /// A `wait-ready` request: answered when every service in `ids` is ready, or at `deadline`.
@@ -150,6 +165,7 @@ impl Runtime {
         // SAFETY: getpid cannot fail.
         let my_pid = unsafe { libc::getpid() };
         let config = plan.config.clone();
+        let cgroup_mode = plan.cgroups;
         Ok(Runtime {
             epoll,
             intake,
@@ -173,7 +189,15 @@ impl Runtime {
             control: None,
             waiters: Vec::new(),
             followers: Vec::new(),
+            cgroups: None,
+            cgroup_mode,
         })
+    }
+
+    /// Give every service its own cgroup from now on (set up by [`Cgroups::setup`] before
+    /// anything was forked).
+    pub fn use_cgroups(&mut self, cgroups: Cgroups) {
+        self.cgroups = Some(cgroups);
     }
 
     /// Serve `keel ctl` on `$KEEL_RUNTIME_DIR/control.sock` (services mode), to root, keel's
@@ -207,6 +231,7 @@ impl Runtime {
                 }
             }
             self.release_retired();
+            self.settle_cgroups();
             let timeout = self.timeout_ms(Instant::now());
             if let Err(e) = self.epoll.wait(&mut ready, timeout) {
                 // Only a bug can get here (EBADF, EINVAL). Leave no process behind.
@@ -240,6 +265,9 @@ impl Runtime {
                     KIND_NOTIFY => self.read_notify(low as ServiceId, &mut ready_inputs),
                     KIND_NOTIFY_PIPE => self.read_notify_pipe(low as ServiceId, &mut ready_inputs),
                     KIND_TCP => self.finish_tcp(low as ServiceId, &mut ready_inputs),
+                    // Before the exits of this pass: an OOM kill must be known when the
+                    // killed main process's exit is judged.
+                    KIND_CGROUP => self.read_cgroup_events(low as ServiceId, &mut inputs),
                     _ if ControlServer::owns(tok) => {
                         if let Some(c) = self.control.as_mut() {
                             let reqs = c.on_event(&self.epoll, tok, now);
@@ -290,6 +318,19 @@ impl Runtime {
         {
             log::warn!("some service output could not be written before exit");
         }
+        // Every service is down: what is left of their cgroups goes.
+        for slot in &mut self.slots {
+            if let Some(mut cg) = slot.cgroup.take() {
+                if cg.populated()
+                    && let Err(e) = cg.kill()
+                {
+                    log::warn!("{}: {e}", cg.name());
+                }
+                if let Err(e) = cg.remove() {
+                    log::debug!("{}: cgroup left behind: {e}", cg.name());
+                }
+            }
+        }
         // Dropping the slots unlinks the notify sockets.
         self.slots.clear();
         code
@@ -317,6 +358,16 @@ impl Runtime {
     fn reap(&mut self, inputs: &mut VecDeque<Input>) {
         match reap::reap_all() {
             Ok(mut r) => {
+                // A SIGKILL may be the OOM killer's, and its event may not have been seen
+                // yet: read the cgroups' events now, so the exit is judged as an OOM kill.
+                if r.exits
+                    .iter()
+                    .any(|(_, e)| *e == Exit::Signal(libc::SIGKILL))
+                {
+                    for id in 0..self.slots.len() {
+                        self.read_cgroup_events(id, inputs);
+                    }
+                }
                 // Exec failures first, so the reason is logged before the exit it causes.
                 let mut front = Vec::new();
                 for (pid, _) in &r.exits {
@@ -493,6 +544,11 @@ impl Runtime {
 
     /// The main command: keel's own stdio and terminal, as in single-command mode.
     fn spawn_main(&mut self, id: ServiceId) -> Input {
+        if let Some(spec) = self.supervisor.service(id).map(|s| s.spec.clone())
+            && let Err(err) = self.prepare_cgroup(id, &spec)
+        {
+            return Input::SpawnFailed { id, err };
+        }
         let Some(cmd) = self.main_cmd.as_mut() else {
             return Input::SpawnFailed {
                 id,
@@ -503,7 +559,18 @@ impl Runtime {
             Isolation::ProcessGroup => (spawn::owns_terminal(), false),
             Isolation::Session => (false, spawn::release_terminal()),
         };
-        match spawn::spawn(cmd, &self.intake.inherited, give_terminal) {
+        let cgroup = self.slots.get(id).and_then(|s| s.cgroup.as_ref());
+        let spawned = match cgroup {
+            Some(cg) => spawn::spawn_in_cgroup(
+                cmd,
+                &self.intake.inherited,
+                give_terminal,
+                &ChildIo::INHERIT,
+                &cg.join(),
+            ),
+            None => spawn::spawn(cmd, &self.intake.inherited, give_terminal),
+        };
+        match spawned {
             Ok(child) => {
                 self.watch_exec(child.pid, child.status);
                 if self.release_cwd {
@@ -588,8 +655,15 @@ impl Runtime {
         }
         let mut cmd = Prepared::service(spec, &self.keel_env, &extra_env)?;
         let io = self.child_io(id, spec, extra)?;
-        let child = spawn::spawn_with(&mut cmd, &self.intake.inherited, false, &io)
-            .map_err(|e| e.to_string())?;
+        self.prepare_cgroup(id, spec)?;
+        let cgroup = self.slots.get(id).and_then(|s| s.cgroup.as_ref());
+        let child = match cgroup {
+            Some(cg) => {
+                spawn::spawn_in_cgroup(&mut cmd, &self.intake.inherited, false, &io, &cg.join())
+            }
+            None => spawn::spawn_with(&mut cmd, &self.intake.inherited, false, &io),
+        }
+        .map_err(|e| e.to_string())?;
         // keel's copy of the notification pipe's write end must go, or the pipe never
         // reports the service closing it.
         drop(notify_write);
@@ -898,6 +972,121 @@ impl Runtime {
         }
     }
 
+    /// Before a run starts: the service's cgroup, fresh (what an earlier run left is killed,
+    /// a cgroup no longer in use is removed and made again, so limits a reload dropped do
+    /// not linger). Without usable cgroups: nothing. A cgroup that cannot be made is an
+    /// error with `cgroups = "required"`, else a warning and a run without it.
+    fn prepare_cgroup(&mut self, id: ServiceId, spec: &ServiceSpec) -> Result<(), String> {
+        if self.cgroups.is_none() {
+            return Ok(());
+        }
+        let slot = self.slot(id);
+        slot.leftovers_killed = false;
+        if let Some(mut old) = slot.cgroup.take() {
+            unwatch_cgroup(&self.epoll, &old);
+            if old.populated() {
+                log::info!("{}: killing what its last run left behind", spec.name);
+                if let Err(e) = old.kill() {
+                    log::warn!("{}: {e}", spec.name);
+                }
+            }
+            // Busy while the killed processes exit: then the same directory is used again.
+            if let Err(e) = old.remove()
+                && !e.is_busy()
+            {
+                log::debug!("{}: {e}", spec.name);
+            }
+        }
+        let cgroups = self.cgroups.as_ref().ok_or("no cgroups")?;
+        let cg = match cgroups.create(&spec.name, &spec.limits) {
+            Ok(cg) => cg,
+            Err(e) if self.cgroup_mode == CgroupMode::Required => {
+                return Err(format!("cannot make its cgroup: {e}"));
+            }
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot make its cgroup ({e}); it runs without its limits",
+                    spec.name
+                );
+                return Ok(());
+            }
+        };
+        for (fd, events) in cg.event_fds() {
+            if let Err(e) = self
+                .epoll
+                .add_events(fd, token(KIND_CGROUP, id as u64), events)
+            {
+                log::warn!("{}: cgroup events: {e}", spec.name);
+            }
+        }
+        let slot = self.slot(id);
+        if !cg.skipped.is_empty() && !slot.skipped_reported {
+            slot.skipped_reported = true;
+            log::warn!(
+                "{}: limits NOT applied: {}",
+                spec.name,
+                cg.skipped.join("; ")
+            );
+        }
+        slot.cgroup = Some(cg);
+        Ok(())
+    }
+
+    /// A service's cgroup reported a change: OOM kills become an input; an empty cgroup
+    /// of an ended run is removed by [`Runtime::settle_cgroups`] after this pass.
+    fn read_cgroup_events(&mut self, id: ServiceId, inputs: &mut VecDeque<Input>) {
+        let Some(cg) = self.slots.get_mut(id).and_then(|s| s.cgroup.as_mut()) else {
+            return;
+        };
+        let ev = cg.read_events();
+        if ev.new_oom_kills > 0 {
+            inputs.push_back(Input::Oom {
+                id,
+                kills: ev.new_oom_kills,
+            });
+        }
+    }
+
+    /// Cgroups of runs that are over: kill what is left in them (daemons that double-forked
+    /// or called setsid cannot outlive their service), and remove them once empty (told by
+    /// `cgroup.events`, or by the reaping pass on hosts without it).
+    fn settle_cgroups(&mut self) {
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            let Some(cg) = slot.cgroup.as_mut() else {
+                continue;
+            };
+            let active = self
+                .supervisor
+                .service(id)
+                .is_some_and(|s| s.state.is_active() || s.state == State::Spawning);
+            if active {
+                continue;
+            }
+            if cg.populated() {
+                if !slot.leftovers_killed {
+                    slot.leftovers_killed = true;
+                    let n = cg.pids().len();
+                    log::info!(
+                        "{}: killing {n} process(es) left in its cgroup after it ended",
+                        cg.name()
+                    );
+                    if let Err(e) = cg.kill() {
+                        log::warn!("{}: {e}", cg.name());
+                    }
+                }
+                continue;
+            }
+            unwatch_cgroup(&self.epoll, cg);
+            match cg.remove() {
+                Ok(()) => log::debug!("{}: cgroup removed", cg.name()),
+                // Emptied between the check and the removal: the next event retries.
+                Err(e) if e.is_busy() => continue,
+                Err(e) => log::warn!("{}: cannot remove its cgroup: {e}", cg.name()),
+            }
+            slot.cgroup = None;
+        }
+    }
+
     /// Send `sig` to every process keel is responsible for: as PID 1, everything in the
     /// namespace (`kill(-1)` skips keel itself); otherwise every descendant found in /proc.
     fn signal_all(&self, sig: i32) {
@@ -1113,8 +1302,15 @@ impl Runtime {
         self.supervisor
             .services()
             .iter()
-            .filter(|s| !s.retired)
-            .map(|s| {
+            .enumerate()
+            .filter(|(_, s)| !s.retired)
+            .map(|(id, s)| {
+                // Usage of the run's cgroup while it has one (the last run's until removed).
+                let usage = self
+                    .slots
+                    .get(id)
+                    .and_then(|slot| slot.cgroup.as_ref())
+                    .map(ServiceCgroup::stats);
                 let since = match s.state {
                     State::Starting { since, .. }
                     | State::Running { since, .. }
@@ -1133,10 +1329,20 @@ impl Runtime {
                         State::Failed { reason } => Some(reason.clone()),
                         _ => None,
                     }),
-                    ..Default::default()
+                    memory_bytes: usage.and_then(|u| u.memory_current),
+                    cpu_usec: usage.and_then(|u| u.cpu_usage_usec),
+                    pids: usage.and_then(|u| u.pids_current),
+                    oom_kills: self.cgroups.as_ref().map(|_| s.oom_kills),
                 }
             })
             .collect()
+    }
+}
+
+/// Stop watching a service cgroup's event files.
+fn unwatch_cgroup(epoll: &Epoll, cg: &ServiceCgroup) {
+    for (fd, _) in cg.event_fds() {
+        let _ = epoll.remove(fd);
     }
 }
 

@@ -143,6 +143,9 @@ pub enum Ending {
     /// Not ready in time, readiness check exhausted, or watchdog expired (systemd counts
     /// these as abnormal).
     Timeout,
+    /// The kernel's OOM killer killed a process of the run in the service's cgroup (systemd's
+    /// `oom-kill` result: abnormal, a failure).
+    Oom,
 }
 
 impl Ending {
@@ -161,7 +164,7 @@ impl Ending {
     pub fn is_abnormal(&self) -> bool {
         match self {
             Ending::Exited(Exit::Signal(_)) => !self.is_clean(),
-            Ending::Timeout => true,
+            Ending::Timeout | Ending::Oom => true,
             Ending::Exited(Exit::Code(_)) | Ending::SpawnFailed { .. } => false,
         }
     }
@@ -173,6 +176,7 @@ impl fmt::Display for Ending {
             Ending::Exited(e) => write!(f, "{e}"),
             Ending::SpawnFailed { .. } => f.write_str("could not be started"),
             Ending::Timeout => f.write_str("timed out"),
+            Ending::Oom => f.write_str("an OOM kill"),
         }
     }
 }
@@ -213,6 +217,8 @@ pub struct Service {
     pub ready_at: Option<Instant>,
     /// Removed by a reload: gone from the table once stopped.
     pub retired: bool,
+    /// Processes of this service the OOM killer killed, over every run.
+    pub oom_kills: u64,
 }
 
 impl Service {
@@ -229,6 +235,7 @@ impl Service {
             starts: VecDeque::new(),
             ready_at: None,
             retired: false,
+            oom_kills: 0,
         }
     }
 

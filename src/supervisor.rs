@@ -72,6 +72,14 @@ pub enum Input {
     Reloaded(Result<Vec<ServiceSpec>, String>),
     /// An operator's request (`keel ctl`).
     Request(Request),
+    /// The OOM killer killed `kills` processes in a service's cgroup (the runtime reads the
+    /// cgroup's events before it reports the exits of the same wake-up).
+    Oom {
+        /// Which service.
+        id: ServiceId,
+        /// How many processes since the last report.
+        kills: u64,
+    },
 }
 
 /// sd_notify messages the supervisor acts on.
@@ -203,6 +211,8 @@ struct Extra {
     watchdog: Option<Duration>,
     /// Single-command mode: the stop signal forwarded while `--stop-timeout` runs.
     forwarded_stop: Option<i32>,
+    /// The OOM killer struck the current run: it ends as [`Ending::Oom`].
+    oom: bool,
 }
 
 /// The supervisor's whole state.
@@ -339,6 +349,7 @@ impl Supervisor {
             Input::Notified(id, note) => self.on_note(id, note, now, &mut out),
             Input::Reloaded(r) => self.on_reloaded(r, now, &mut out),
             Input::Request(r) => self.on_request(r, now, &mut out),
+            Input::Oom { id, kills } => self.on_oom(id, kills, now, &mut out),
         }
         if self.phase != Phase::Done {
             self.settle(now, &mut out);
@@ -451,7 +462,29 @@ impl Supervisor {
         self.extra[id].probe_failures = 0;
         self.extra[id].probing = false;
         self.extra[id].watchdog = None;
+        self.extra[id].oom = false;
         out.push(Action::Spawn(id));
+    }
+
+    /// OOM kills in a service's cgroup: counted and logged; a run that is up is stopped and
+    /// counts as failed (systemd's `OOMPolicy=stop`: a service missing a worker is not
+    /// healthy), so its restart policy decides what follows.
+    fn on_oom(&mut self, id: ServiceId, kills: u64, now: Instant, out: &mut Vec<Action>) {
+        let Some(s) = self.services.get_mut(id) else {
+            return;
+        };
+        s.oom_kills = s.oom_kills.saturating_add(kills);
+        log::error!(
+            "{}: the OOM killer killed {kills} process(es) in its cgroup ({} so far)",
+            s.spec.name,
+            s.oom_kills
+        );
+        if matches!(s.state, State::Starting { .. } | State::Running { .. }) {
+            self.extra[id].oom = true;
+            self.stop(id, AfterStop::Fail("an OOM kill".into()), None, now, out);
+        } else if matches!(s.state, State::Stopping { .. }) {
+            self.extra[id].oom = true;
+        }
     }
 
     fn on_spawned(
@@ -729,10 +762,12 @@ impl Supervisor {
             self.main_ended(id, pid, exit, now, out);
             return;
         }
+        let oom = std::mem::take(&mut self.extra[id].oom);
         let ending = match self.extra[id].exec_failed.take() {
             Some(e) => Ending::SpawnFailed {
                 permanent: e.stage == Stage::Exec && matches!(e.errno, libc::ENOENT | libc::EACCES),
             },
+            None if oom => Ending::Oom,
             None => Ending::Exited(exit),
         };
         match then {
@@ -752,7 +787,8 @@ impl Supervisor {
             }
             Some(AfterStop::Fail(reason)) => {
                 log::info!("{} stopped after {reason} ({exit})", self.name(id));
-                self.ended(id, Ending::Timeout, since, now, out);
+                let ending = if oom { Ending::Oom } else { Ending::Timeout };
+                self.ended(id, ending, since, now, out);
             }
         }
     }
@@ -826,7 +862,7 @@ impl Supervisor {
         let decision = self.services[id].decide(&ending, since, now);
         let code = match &ending {
             Ending::Exited(e) => e.code(),
-            Ending::SpawnFailed { .. } | Ending::Timeout => 1,
+            Ending::SpawnFailed { .. } | Ending::Timeout | Ending::Oom => 1,
         };
         let critical = self.services[id].spec.critical;
         match decision {

@@ -192,6 +192,16 @@ pub struct Problem {
     pub partial: bool,
 }
 
+impl Problem {
+    /// The one line `cgroups = "required"` refuses to start with.
+    pub fn refusal(&self) -> String {
+        format!(
+            "cgroups: {}; cgroups = \"required\": refusing to start (nothing was started). Fix: {}",
+            self.cause, self.fix
+        )
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let effect = if self.partial {

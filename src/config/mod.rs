@@ -70,6 +70,8 @@ pub struct Global {
     pub shutdown_timeout: Duration,
     /// Time left to stragglers once the services are stopped.
     pub grace: Option<Duration>,
+    /// Per-service cgroups: `auto` (default), `required` or `off`.
+    pub cgroups: crate::cgroup::Mode,
 }
 
 /// The validated configuration.
@@ -301,6 +303,17 @@ pub fn load(files: &[PathBuf]) -> Result<Config, ConfigErrors> {
             &[("prefix", true), ("plain", false)],
         )
         .unwrap_or(true);
+    let cgroups = checker
+        .one_of(
+            &global.cgroups,
+            "cgroups",
+            &[
+                ("auto", crate::cgroup::Mode::Auto),
+                ("required", crate::cgroup::Mode::Required),
+                ("off", crate::cgroup::Mode::Off),
+            ],
+        )
+        .unwrap_or_default();
     let users = users::Db::load();
     let mut specs = Vec::new();
     for (name, layer) in &services {
@@ -334,6 +347,7 @@ pub fn load(files: &[PathBuf]) -> Result<Config, ConfigErrors> {
         global: Global {
             shutdown_timeout,
             grace,
+            cgroups,
         },
         services: specs,
     })

@@ -460,6 +460,8 @@ layer! {
         grace: Spanned<StrOrInt> = "grace",
         /// `prefix` (`NAME | line`) or `plain` for every service's default output.
         log_format: Spanned<String> = "log-format",
+        /// `auto`, `required` or `off`: a cgroup per service.
+        cgroups: Spanned<String> = "cgroups",
         /// Defaults for every service.
         defaults: ServiceLayer = "defaults",
     }

@@ -193,6 +193,7 @@ fn attach_config(plan: &mut Plan) -> Result<(), String> {
     }
     plan.services = config.services;
     plan.shutdown_timeout = config.global.shutdown_timeout;
+    plan.cgroups = config.global.cgroups;
     if let Some(g) = config.global.grace {
         plan.grace = g;
     }

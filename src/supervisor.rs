@@ -1813,6 +1813,76 @@ mod tests {
     }
 
     #[test]
+    fn oom_kill_of_a_worker_stops_the_run_and_counts_as_abnormal() {
+        let t0 = Instant::now();
+        let mut s = services(
+            vec![
+                spec("hog", |s| s.restart = RestartPolicy::OnAbnormal),
+                spec("calm", |_| {}),
+            ],
+            false,
+        );
+        s.handle(Input::Booted, t0);
+        s.handle(spawned(0, 10), t0);
+        s.handle(spawned(1, 20), t0);
+        let t1 = t0 + Duration::from_secs(5);
+        // The OOM killer took a worker: the main process lives, the run is over anyway.
+        let a = s.handle(Input::Oom { id: 0, kills: 1 }, t1);
+        assert_eq!(signals_sent(&a), [(-10, libc::SIGTERM)]);
+        assert_eq!(state(&s, 0), "stopping");
+        assert_eq!(s.services()[0].oom_kills, 1);
+        // The main exits cleanly on SIGTERM: still an OOM ending, so on-abnormal restarts.
+        let a = s.handle(reaped(&[(10, Exit::Signal(libc::SIGTERM))], false), t1);
+        assert_eq!(spawns(&a), [0]);
+        assert_eq!(s.services()[0].restarts, 1);
+        // The other service is untouched.
+        assert_eq!(state(&s, 1), "running");
+        assert!(!signals_sent(&a).iter().any(|(p, _)| *p == -20 || *p == 20));
+    }
+
+    #[test]
+    fn oom_killed_main_process_fails_without_restart_and_counts_every_kill() {
+        let t0 = Instant::now();
+        let mut s = services(vec![spec("hog", |s| s.restart = RestartPolicy::No)], false);
+        s.handle(Input::Booted, t0);
+        s.handle(spawned(0, 10), t0);
+        // The runtime reads the cgroup's events before the exits of the same wake-up.
+        s.handle(Input::Oom { id: 0, kills: 2 }, t0);
+        let a = s.handle(reaped(&[(10, Exit::Signal(libc::SIGKILL))], false), t0);
+        assert!(spawns(&a).is_empty());
+        assert_eq!(state(&s, 0), "failed");
+        assert_eq!(s.services()[0].oom_kills, 2);
+        // A late report (the counter moved after the exit) is counted, nothing else.
+        assert!(s.handle(Input::Oom { id: 0, kills: 1 }, t0).is_empty());
+        assert_eq!(s.services()[0].oom_kills, 3);
+        assert_eq!(state(&s, 0), "failed");
+    }
+
+    #[test]
+    fn oom_flag_does_not_leak_into_the_next_run() {
+        let t0 = Instant::now();
+        let mut s = services(
+            vec![spec("hog", |s| {
+                s.restart = RestartPolicy::OnFailure;
+                s.start_limit_burst = 100;
+            })],
+            false,
+        );
+        s.handle(Input::Booted, t0);
+        s.handle(spawned(0, 10), t0);
+        s.handle(Input::Oom { id: 0, kills: 1 }, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        s.handle(reaped(&[(10, Exit::Signal(libc::SIGKILL))], false), t1);
+        s.handle(Input::Timer(TimerId::Service(0, Timer::Restart)), t1);
+        let t2 = t1 + Duration::from_secs(1);
+        s.handle(spawned(0, 11), t2);
+        // A clean exit of the next run is clean: on-failure does not restart it.
+        let a = s.handle(reaped(&[(11, Exit::Code(0))], false), t2);
+        assert!(spawns(&a).is_empty());
+        assert_eq!(state(&s, 0), "inactive");
+    }
+
+    #[test]
     fn start_limit_shutdown_exits_nonzero() {
         let now = Instant::now();
         let mut s = services(
@@ -2209,7 +2279,7 @@ mod tests {
                     .copied()
                     .unwrap_or(999);
                 let input =
-                    match rnd(14) {
+                    match rnd(15) {
                         0 => Input::Booted,
                         1 => {
                             pid += 1;
@@ -2256,6 +2326,10 @@ mod tests {
                         11 => Input::SpawnFailed {
                             id,
                             err: "fork".into(),
+                        },
+                        13 => Input::Oom {
+                            id,
+                            kills: 1 + rnd(3),
                         },
                         12 => Input::ExecFailed {
                             pid: some_pid,

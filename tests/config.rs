@@ -88,3 +88,40 @@ fn check_reports_every_error_with_its_place_and_exits_2() {
         missing.stderr
     );
 }
+
+#[test]
+fn check_prints_the_cgroup_mode_what_this_machine_gives_and_each_services_limits() {
+    let d = scratch("check-limits");
+    let cfg = d.join("keel.toml");
+    std::fs::write(
+        &cfg,
+        "[keel]\ncgroups = \"required\"\n[keel.defaults]\ntasks-max = 64\n\
+         [service.api]\ncommand = \"api\"\nmemory-max = \"256M\"\ncpu-quota = \"150%\"\n\
+         [service.web]\ncommand = \"web\"\ntasks-max = \"max\"\n",
+    )
+    .unwrap();
+    let f = run(
+        Mode::Plain,
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(f.code(), 0, "{}", f.stderr);
+    for want in [
+        "cgroups required\n",
+        "  here: ",
+        "api (simple; restart no); limits: memory-max 256M, cpu-quota 150%, tasks-max 64",
+        "web (simple; restart no); limits: tasks-max max",
+    ] {
+        assert!(f.stdout.contains(want), "no '{want}' in:\n{}", f.stdout);
+    }
+    std::fs::write(&cfg, "[keel]\ncgroups = \"off\"\n[service.a]\ncommand = \"a\"\n").unwrap();
+    let f = run(
+        Mode::Plain,
+        &["check", "--config", cfg.to_str().unwrap()],
+        &[],
+    )
+    .unwrap();
+    assert!(f.stdout.contains("cgroups off\n"), "{}", f.stdout);
+    assert!(!f.stdout.contains("here:"), "{}", f.stdout);
+}

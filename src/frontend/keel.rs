@@ -215,6 +215,25 @@ pub fn describe(c: &crate::config::Config) -> String {
         "shutdown deadline {}",
         duration::display(c.global.shutdown_timeout)
     );
+    let mode = match c.global.cgroups {
+        crate::cgroup::Mode::Auto => "auto",
+        crate::cgroup::Mode::Required => "required",
+        crate::cgroup::Mode::Off => "off",
+    };
+    let _ = writeln!(out, "cgroups {mode}");
+    if c.global.cgroups != crate::cgroup::Mode::Off {
+        // What this machine (or container) gives, so a limit that would not be enforced is
+        // seen before it matters. Reads only.
+        let det = crate::cgroup::Detection::probe();
+        let _ = writeln!(
+            out,
+            "  here: {}",
+            det.summary().trim_start_matches("cgroups: ")
+        );
+        if let Some(p) = det.problem() {
+            let _ = writeln!(out, "  {p}");
+        }
+    }
     let _ = writeln!(
         out,
         "start order (each wave starts in parallel once the one before is ready):"
@@ -255,15 +274,68 @@ pub fn describe(c: &crate::config::Config) -> String {
                 crate::plan::RestartPolicy::OnAbnormal => "on-abnormal",
                 crate::plan::RestartPolicy::Always => "always",
             };
+            let limits = describe_limits(&s.limits);
             let _ = writeln!(
                 out,
-                "  {}. {name} ({kind}{ready}; restart {restart}{}){waits}",
+                "  {}. {name} ({kind}{ready}; restart {restart}{}){waits}{limits}",
                 n + 1,
                 if s.critical { ", critical" } else { "" }
             );
         }
     }
     out
+}
+
+/// `; limits: memory-max 256M, cpu-quota 20%` for `keel check` (empty without limits).
+fn describe_limits(l: &crate::plan::Limits) -> String {
+    use crate::plan::Size;
+    let size = |s: Size| match s {
+        Size::Bytes(b) => {
+            let units = [(1u64 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+            units
+                .iter()
+                .find(|(u, _)| b >= *u && b % u == 0)
+                .map_or(format!("{b}"), |(u, n)| format!("{}{n}", b / u))
+        }
+        Size::Percent(p) => format!("{}%", f64::from(p) / 100.0),
+        Size::Max => "max".into(),
+    };
+    let pct = |q: u32| format!("{}%", f64::from(q) / 100.0);
+    let mut v: Vec<String> = Vec::new();
+    let sizes = [
+        ("memory-max", l.memory_max),
+        ("memory-high", l.memory_high),
+        ("memory-swap-max", l.memory_swap_max),
+    ];
+    v.extend(
+        sizes
+            .iter()
+            .filter_map(|(k, x)| x.map(|x| format!("{k} {}", size(x)))),
+    );
+    if let Some(q) = l.cpu_quota {
+        v.push(format!("cpu-quota {}", pct(q)));
+    }
+    if let Some(p) = l.cpu_quota_period {
+        v.push(format!("cpu-quota-period {}", duration::display(p)));
+    }
+    if let Some(w) = l.cpu_weight {
+        v.push(format!("cpu-weight {w}"));
+    }
+    if let Some(t) = l.tasks_max {
+        v.push(format!(
+            "tasks-max {}",
+            t.map_or("max".to_string(), |n| n.to_string())
+        ));
+    }
+    if let Some(w) = l.io_weight {
+        v.push(format!("io-weight {w}"));
+    }
+    v.extend(l.io_max.iter().map(|m| format!("io-max {}", m.device)));
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!("; limits: {}", v.join(", "))
+    }
 }
 
 /// Parse `args` (without argv[0]) with environment lookup `env`.

@@ -17,7 +17,7 @@
 use crate::cgroup::{Cgroups, Mode as CgroupMode, ServiceCgroup};
 use crate::control::{self, ConnId, ControlServer, LogLine, Request as CtlRequest, Response};
 use crate::logs::{self, Logs, RecentLine, RelayId, Stream};
-use crate::plan::{Isolation, Kind, Output, Plan, Readiness, ServiceSpec};
+use crate::plan::{Isolation, Kind, Limits, Output, Plan, Readiness, ServiceSpec};
 use crate::readiness::{Notice, NotifyPipe, NotifySocket, PipeState, TcpProbe};
 use crate::reap::{self, Exit};
 use crate::service::{ServiceId, State, Want};
@@ -94,6 +94,8 @@ struct Slot {
     probe: Option<ProbeRun>,
     /// The cgroup of the current (or the last) run, kept until it is empty and removed.
     cgroup: Option<ServiceCgroup>,
+    /// The limits that cgroup was made with.
+    cgroup_limits: Limits,
     /// What the last run left in its cgroup was killed (once per run).
     leftovers_killed: bool,
     /// The limits this service's cgroup could not apply were reported (once).
@@ -972,16 +974,22 @@ impl Runtime {
         }
     }
 
-    /// Before a run starts: the service's cgroup, fresh (what an earlier run left is killed,
-    /// a cgroup no longer in use is removed and made again, so limits a reload dropped do
-    /// not linger). Without usable cgroups: nothing. A cgroup that cannot be made is an
-    /// error with `cgroups = "required"`, else a warning and a run without it.
+    /// Before a run starts: the service's cgroup. An immediate restart reuses the empty
+    /// cgroup of the last run when its limits are unchanged (one read on the restart path);
+    /// otherwise what an earlier run left is killed and the cgroup made afresh, so limits a
+    /// reload dropped do not linger. Without usable cgroups: nothing. A cgroup that cannot be
+    /// made is an error with `cgroups = "required"`, else a warning and a run without it.
     fn prepare_cgroup(&mut self, id: ServiceId, spec: &ServiceSpec) -> Result<(), String> {
         if self.cgroups.is_none() {
             return Ok(());
         }
         let slot = self.slot(id);
         slot.leftovers_killed = false;
+        if slot.cgroup_limits == spec.limits
+            && slot.cgroup.as_ref().is_some_and(|cg| !cg.populated())
+        {
+            return Ok(());
+        }
         if let Some(mut old) = slot.cgroup.take() {
             unwatch_cgroup(&self.epoll, &old);
             if old.populated() {
@@ -1029,6 +1037,7 @@ impl Runtime {
             );
         }
         slot.cgroup = Some(cg);
+        slot.cgroup_limits = spec.limits.clone();
         Ok(())
     }
 
@@ -1079,8 +1088,9 @@ impl Runtime {
             unwatch_cgroup(&self.epoll, cg);
             match cg.remove() {
                 Ok(()) => log::debug!("{}: cgroup removed", cg.name()),
-                // Emptied between the check and the removal: the next event retries.
-                Err(e) if e.is_busy() => continue,
+                // A process entered between the check and the removal (it cannot, short of a
+                // bug): the directory stays, and the next run's `create` reuses it.
+                Err(e) if e.is_busy() => log::debug!("{}: {e}", cg.name()),
                 Err(e) => log::warn!("{}: cannot remove its cgroup: {e}", cg.name()),
             }
             slot.cgroup = None;

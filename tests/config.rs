@@ -115,7 +115,11 @@ fn check_prints_the_cgroup_mode_what_this_machine_gives_and_each_services_limits
     ] {
         assert!(f.stdout.contains(want), "no '{want}' in:\n{}", f.stdout);
     }
-    std::fs::write(&cfg, "[keel]\ncgroups = \"off\"\n[service.a]\ncommand = \"a\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[keel]\ncgroups = \"off\"\n[service.a]\ncommand = \"a\"\n",
+    )
+    .unwrap();
     let f = run(
         Mode::Plain,
         &["check", "--config", cfg.to_str().unwrap()],

@@ -11,6 +11,11 @@
 //!   own `run.sh`: four services from `/etc/keel/keel.d` come up in order, log with prefixes,
 //!   restart, reload on SIGHUP, leave no zombies, and stop fast with exit 0.
 //!   `workspace_config_checks` validates its configuration with `keel check`, without docker.
+//! - `docker_cgroups`: per-service cgroups, keel as the ENTRYPOINT of a busybox image with
+//!   three services: under `--privileged` (default host and private cgroup namespace)
+//!   memory-max OOM-kills and restarts one service while the others keep their pids, tasks-max
+//!   stops a fork loop, `keel ctl status` shows MEM/PIDS/OOM; a default container (read-only
+//!   cgroupfs) gets one warning with the fix and runs; `cgroups = "required"` exits 78.
 //!
 //! Each test starts what it needs (its own dockerd with its own data root, exec root, socket,
 //! containerd namespace and cgroup parent; podman with its own storage and state directories)
@@ -206,7 +211,13 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 /// A root filesystem of Debian's static busybox (every applet linked in /bin), as a tar file
 /// for `docker import` / `podman import`.
 fn base_rootfs_tar(dir: &Path, busybox: &Path) -> Result<PathBuf, String> {
-    let root = dir.join("rootfs");
+    let root = base_rootfs(dir, "rootfs", busybox)?;
+    tar_dir(&root, &dir.join("rootfs.tar"))
+}
+
+/// The directory `dir/name` made a root filesystem of Debian's static busybox.
+fn base_rootfs(dir: &Path, name: &str, busybox: &Path) -> Result<PathBuf, String> {
+    let root = dir.join(name);
     for d in [
         "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "run",
     ] {
@@ -222,20 +233,24 @@ fn base_rootfs_tar(dir: &Path, busybox: &Path) -> Result<PathBuf, String> {
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    let tar = dir.join("rootfs.tar");
+    Ok(root)
+}
+
+/// `root`'s contents as the tar file `tar`.
+fn tar_dir(root: &Path, tar: &Path) -> Result<PathBuf, String> {
     let o = run(
         Command::new("tar")
             .arg("-C")
-            .arg(&root)
+            .arg(root)
             .arg("-cf")
-            .arg(&tar)
+            .arg(tar)
             .arg("."),
         Duration::from_secs(60),
     )?;
     if o.code != 0 {
         return Err(format!("tar: {}", o.describe()));
     }
-    Ok(tar)
+    Ok(tar.to_path_buf())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -988,6 +1003,11 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(dir: &Path, init: &Path) -> Dockerd {
+        Dockerd::start_with(dir, init, &[])
+    }
+
+    /// [`Dockerd::start`] with more daemon flags (`--add-runtime`).
+    fn start_with(dir: &Path, init: &Path, extra: &[String]) -> Dockerd {
         let sock = dir.join("docker.sock");
         let log = dir.join("dockerd.log");
         let tag = format!("keel-test-{}", std::process::id());
@@ -1057,6 +1077,7 @@ impl Dockerd {
         .arg(format!("--cgroup-parent={tag}"))
         .arg(format!("--containerd-namespace={tag}"))
         .arg(format!("--containerd-plugins-namespace={tag}-plugins"))
+        .args(extra)
         .env("PATH", path)
         .stdin(Stdio::null())
         .stdout(logf.try_clone().unwrap())
@@ -1966,4 +1987,491 @@ ready = { tcp = 8082, interval = "50ms" }
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Per-service cgroups: keel as the ENTRYPOINT of an image with services and limits
+
+const CGROUPS_IMAGE: &str = "keel-test-cgroups:latest";
+
+/// The services of the cgroup test. `steady` has no limits and must keep its pid; `hog`
+/// waits for /tmp/go, removes it and then asks for 64M under memory-max 32M with no swap (so
+/// exactly one OOM kill, and the restarted run waits again); `forker` tries 40 background
+/// children under tasks-max 8 (the subshell dies on the first failed fork, the service
+/// lives on). Each prints `NAME up` first: a refusal must show none of them.
+const CGROUP_SERVICES: &str = r#"[keel]
+cgroups = "auto"
+
+[service.steady]
+command = "echo steady up; exec sleep 100000"
+
+[service.hog]
+command = "echo hog up; while [ ! -f /tmp/go ]; do sleep 0.1; done; rm /tmp/go; echo hog eats; exec dd if=/dev/zero of=/dev/null bs=64M count=1"
+memory-max = "32M"
+memory-swap-max = 0
+restart = "on-failure"
+restart-sec = "200ms"
+
+[service.forker]
+command = "echo forker up; (i=0; while [ $i -lt 40 ]; do sleep 100000 & i=$((i+1)); done; echo forked all 40); echo fork loop over; exec sleep 100000"
+tasks-max = 8
+"#;
+
+/// `CAP_` names by number (linux/capability.h).
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Capabilities the kernel has that this process's bounding set lacks (`CAP_SYS_RESOURCE`
+/// for root on these machines). `docker run --privileged` asks runc for every capability
+/// Docker knows, and runc cannot grant one it lacks itself: the container fails to start
+/// with "unable to apply caps: operation not permitted".
+fn caps_missing() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(bnd) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+    else {
+        return Vec::new();
+    };
+    let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(CAP_NAMES.len() - 1);
+    (0..=last.min(CAP_NAMES.len() - 1))
+        .filter(|&i| bnd & (1 << i) == 0)
+        .map(|i| format!("CAP_{}", CAP_NAMES[i]))
+        .collect()
+}
+
+/// A runc wrapper for `dockerd --add-runtime`: the OCI spec of `runc create` (the bundle's
+/// config.json) and `runc exec` (`--process` file) minus the capabilities in `strip`, then
+/// runc. Everything else `--privileged` sets (read-write cgroupfs, all devices, no seccomp)
+/// is left as Docker made it: this only makes `--privileged` possible where root itself is
+/// not fully privileged.
+fn runc_wrapper(path: &Path, runc: &Path, strip: &[String]) {
+    let sed: String = strip
+        .iter()
+        .map(|c| format!(r#" -e 's/"{c}", *//g' -e 's/, *"{c}"//g' -e 's/"{c}"//g'"#))
+        .collect();
+    let script = format!(
+        r#"#!/bin/sh
+bundle=
+proc=
+prev=
+for a in "$@"; do
+    case $prev in --bundle|-b) bundle=$a ;; --process|-p) proc=$a ;; esac
+    case $a in --bundle=*) bundle=${{a#--bundle=}} ;; --process=*) proc=${{a#--process=}} ;; esac
+    prev=$a
+done
+for f in ${{bundle:+"$bundle/config.json"}} ${{proc:+"$proc"}}; do
+    [ -f "$f" ] && sed -i{sed} "$f"
+done
+exec {} "$@"
+"#,
+        runc.display()
+    );
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// One row of `keel ctl status`: (column, cell), in the table's order.
+type Row = Vec<(String, String)>;
+
+/// `keel ctl status` in container `c`: the table, and its rows. The table is aligned, so a
+/// cell runs from its header's column to the next one (LAST-EXIT holds spaces).
+fn keel_status(e: &Engine, c: &str) -> Result<(String, Vec<Row>), String> {
+    let table = e.ok(&["exec", c, "/sbin/keel", "ctl", "status"])?.stdout;
+    let mut lines = table.lines();
+    let head = lines.next().ok_or("empty `keel ctl status`")?;
+    let mut cols: Vec<(usize, &str)> = Vec::new();
+    let mut at = 0;
+    for word in head.split_whitespace() {
+        let i = at + head[at..].find(word).unwrap();
+        cols.push((i, word));
+        at = i + word.len();
+    }
+    let rows = lines
+        .map(|l| {
+            cols.iter()
+                .enumerate()
+                .map(|(k, (start, name))| {
+                    let end = cols.get(k + 1).map_or(l.len(), |(s, _)| *s).min(l.len());
+                    let cell = l.get((*start).min(end)..end).unwrap_or("").trim();
+                    (name.to_string(), cell.to_string())
+                })
+                .collect()
+        })
+        .collect();
+    Ok((table, rows))
+}
+
+/// The cell `col` of service `name`'s row.
+fn cell<'a>(rows: &'a [Row], name: &str, col: &str) -> Result<&'a str, String> {
+    let row = rows
+        .iter()
+        .find(|r| r.first().is_some_and(|(_, v)| v == name))
+        .ok_or_else(|| format!("no row for {name}"))?;
+    row.iter()
+        .find(|(c, _)| c == col)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("no column {col}"))
+}
+
+/// `docker stop` of `c`: quick (< 2 s) and exit code 0.
+fn stop_fast(e: &Engine, c: &str) -> Result<Duration, String> {
+    let o = e.ok(&["stop", c])?;
+    let code = e.exit_code(c)?;
+    if o.took >= Duration::from_secs(2) || code != 0 {
+        return Err(format!(
+            "docker stop took {:.2}s, exit {code}; want < 2s and 0; logs:\n{}",
+            o.took.as_secs_f64(),
+            e.logs(c)?
+        ));
+    }
+    Ok(o.took)
+}
+
+/// Lines keel wrote about cgroups at warning or error level (keel's error lines have no level
+/// word: `keel: cgroups: ...`).
+fn cgroup_complaints(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter(|l| {
+            l.starts_with("keel: warning: cgroups:")
+                || l.starts_with("keel: cgroups:")
+                || l.starts_with("keel: error: cgroups:")
+        })
+        .collect()
+}
+
+/// Writable cgroupfs (`flags` hold `--privileged`): the limits hold. hog is OOM-killed and
+/// restarted while steady and forker keep their pids, forker's fork loop stops at
+/// tasks-max, `keel ctl status` shows MEM, PIDS and the OOM kill, `docker stop` is quick.
+fn cgroups_enforced(e: &Engine, flags: &[&str]) -> Result<String, String> {
+    let c = Container::new(e);
+    let n = c.name.as_str();
+    let mut args = vec!["run", "-d", "--name", n, "-e", "KEEL_LOG=info"];
+    args.extend_from_slice(flags);
+    args.push(CGROUPS_IMAGE);
+    e.ok(&args)?;
+    let cgroupns = e
+        .ok(&["inspect", "--format", "{{.HostConfig.CgroupnsMode}}", n])?
+        .stdout;
+    // Up: every service printed its line and forker's loop is over.
+    let logs = eventually(Duration::from_secs(20), || {
+        let logs = e.logs(n)?;
+        for want in ["steady up", "hog up", "fork loop over"] {
+            if !logs.contains(want) {
+                return Err(format!("no '{want}' yet:\n{logs}"));
+            }
+        }
+        Ok(logs)
+    })?;
+    let summary = logs
+        .lines()
+        .find(|l| l.starts_with("keel: info: cgroups: "))
+        .ok_or_else(|| format!("no cgroup summary line:\n{logs}"))?
+        .trim_start_matches("keel: info: ")
+        .to_string();
+    let complaints = cgroup_complaints(&logs);
+    if !complaints.is_empty() {
+        return Err(format!("keel complained about cgroups:\n{logs}"));
+    }
+    // The fork loop stopped at tasks-max: its subshell died on a failed fork.
+    if logs.contains("forked all 40") || !logs.contains("can't fork") {
+        return Err(format!("forker's 40 forks were not stopped at 8:\n{logs}"));
+    }
+    let (table, rows) = keel_status(e, n)?;
+    let pid = |rows: &[Row], s| cell(rows, s, "PID").map(str::to_string);
+    let (steady, forker) = (pid(&rows, "steady")?, pid(&rows, "forker")?);
+    for s in ["steady", "hog", "forker"] {
+        for col in ["MEM", "PIDS"] {
+            if cell(&rows, s, col)? == "-" {
+                return Err(format!("{s} has no {col} in `keel ctl status`:\n{table}"));
+            }
+        }
+    }
+    let forker_pids: u32 = cell(&rows, "forker", "PIDS")?
+        .parse()
+        .map_err(|_| format!("forker's PIDS:\n{table}"))?;
+    if !(2..=8).contains(&forker_pids) {
+        return Err(format!(
+            "forker has {forker_pids} processes, want 2..=8:\n{table}"
+        ));
+    }
+    // Let hog eat: one OOM kill, a restart (on-failure), the others untouched.
+    let t = Instant::now();
+    sh_in(e, n, "touch /tmp/go")?;
+    let (table, rows) = eventually(Duration::from_secs(10), || {
+        let (table, rows) = keel_status(e, n)?;
+        let oom: u32 = cell(&rows, "hog", "OOM")?.parse().unwrap_or(0);
+        let restarts: u32 = cell(&rows, "hog", "RESTARTS")?.parse().unwrap_or(0);
+        if oom < 1 || restarts < 1 || cell(&rows, "hog", "STATE")? != "running" {
+            return Err(format!("hog not OOM-killed and running again:\n{table}"));
+        }
+        Ok((table, rows))
+    })?;
+    let took = t.elapsed();
+    let logs = e.logs(n)?;
+    if !logs.contains("hog: the OOM killer killed") || logs.matches("hog up").count() < 2 {
+        return Err(format!("no OOM kill line, or no second hog run:\n{logs}"));
+    }
+    for (s, before) in [("steady", &steady), ("forker", &forker)] {
+        if cell(&rows, s, "PID")? != before
+            || cell(&rows, s, "RESTARTS")? != "0"
+            || cell(&rows, s, "STATE")? != "running"
+        {
+            return Err(format!(
+                "{s} (pid {before}) was disturbed by hog's OOM kill:\n{table}"
+            ));
+        }
+    }
+    println!("  keel ctl status after the OOM kill:");
+    for l in table.lines() {
+        println!("    | {l}");
+    }
+    let stop = stop_fast(e, n)?;
+    Ok(format!(
+        "cgroupns '{}'; {summary}; forker stopped at {forker_pids} processes (tasks-max 8); \
+         hog OOM-killed and running again {:.2}s after /tmp/go, steady and forker kept \
+         pids {steady} and {forker}; docker stop {:.2}s, exit 0",
+        cgroupns.trim(),
+        took.as_secs_f64(),
+        stop.as_secs_f64()
+    ))
+}
+
+/// Default `docker run` (cgroupfs read-only): one warning naming the cause and a fix that
+/// includes `--privileged` (the fix [`cgroups_enforced`] proves), the services run without
+/// limits, `docker stop` is quick.
+fn cgroups_read_only(e: &Engine) -> Result<String, String> {
+    let c = Container::new(e);
+    let n = c.name.as_str();
+    // keel's default log level: what a user sees.
+    e.ok(&["run", "-d", "--name", n, CGROUPS_IMAGE])?;
+    let logs = eventually(Duration::from_secs(20), || {
+        let logs = e.logs(n)?;
+        for want in ["steady up", "hog up", "fork loop over"] {
+            if !logs.contains(want) {
+                return Err(format!("no '{want}' yet:\n{logs}"));
+            }
+        }
+        Ok(logs)
+    })?;
+    let complaints = cgroup_complaints(&logs);
+    let [warning] = complaints.as_slice() else {
+        return Err(format!("want exactly one cgroups warning:\n{logs}"));
+    };
+    let (cause, fix) = warning
+        .strip_prefix("keel: warning: cgroups: ")
+        .and_then(|w| w.split_once(" Fix: "))
+        .ok_or_else(|| format!("not a 'keel: warning: cgroups: ... Fix: ...' line: {warning}"))?;
+    if !cause.contains("read-only") || !cause.contains("NOT enforced") {
+        return Err(format!("the warning does not name the cause: {warning}"));
+    }
+    if !fix.contains("docker run --privileged") {
+        return Err(format!(
+            "the fix does not name docker run --privileged: {warning}"
+        ));
+    }
+    // Unlimited indeed: all 40 forks, no usage columns.
+    if !logs.contains("forked all 40") {
+        return Err(format!(
+            "forker did not fork 40 times without limits:\n{logs}"
+        ));
+    }
+    let (table, rows) = keel_status(e, n)?;
+    for s in ["steady", "hog", "forker"] {
+        if cell(&rows, s, "STATE")? != "running" || cell(&rows, s, "MEM")? != "-" {
+            return Err(format!("{s}: want running, no MEM:\n{table}"));
+        }
+    }
+    let stop = stop_fast(e, n)?;
+    Ok(format!(
+        "services run; the one warning: {warning}; docker stop {:.2}s, exit 0",
+        stop.as_secs_f64()
+    ))
+}
+
+/// Default `docker run` with `cgroups = "required"`: exit 78 with the refusal as the only
+/// output, no service started.
+fn cgroups_required(e: &Engine) -> Result<String, String> {
+    let o = e.run_t(
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "KEEL_CONFIG=/etc/keel/required.d",
+            CGROUPS_IMAGE,
+        ],
+        Duration::from_secs(30),
+    )?;
+    let out = o.all();
+    let lines: Vec<&str> = out.lines().collect();
+    let refusal = "; cgroups = \"required\": refusing to start (nothing was started). Fix: ";
+    match lines.as_slice() {
+        [l] if o.code == 78 && l.starts_with("keel: cgroups: ") && l.contains(refusal) => {
+            Ok(format!("exit 78 in {:.2}s: {l}", o.took.as_secs_f64()))
+        }
+        _ => Err(format!(
+            "want exit 78 and the refusal as the only line (no service output): {}",
+            o.describe()
+        )),
+    }
+}
+
+/// keel's per-service cgroups under real Docker, keel as the image's ENTRYPOINT with three
+/// services in /etc/keel/keel.d: `--privileged` (read-write cgroupfs) enforces memory-max
+/// and tasks-max; a default container (read-only cgroupfs) warns once and runs; `cgroups =
+/// "required"` refuses with 78.
+///
+/// Seen on these machines (Docker 20.10, runc 1.1, hybrid host): cgroup driver cgroupfs,
+/// `CgroupVersion` 1, and the host cgroup namespace by default (Docker's
+/// default-cgroupns-mode is `host` on v1, `private` only on v2). The container gets the v1
+/// hierarchies (bind mounts of its own cgroup) but no `/sys/fs/cgroup/unified`, so keel sees
+/// a plain v1 host; without `--privileged` the mounts are read-only. The `--privileged` run
+/// is repeated with `--cgroupns=private` (mount roots `/` instead of the container's path).
+#[test]
+fn docker_cgroups() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let busybox = match docker_prereqs() {
+        Ok(bb) => bb,
+        Err(why) => return skip("docker", &why),
+    };
+    let keel = match static_keel() {
+        Ok(k) => k,
+        Err(why) => return skip("docker", &why),
+    };
+    let dir = scratch("cgroups");
+    let init = dir.join("bin/keel");
+    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
+    std::fs::copy(&keel, &init).unwrap();
+    let missing = caps_missing();
+    let mut extra = Vec::new();
+    let mut privileged = vec!["--privileged"];
+    if !missing.is_empty() {
+        let runc = which("runc").unwrap_or_else(|| "runc".into());
+        let wrapper = dir.join("bin/runc-privileged");
+        runc_wrapper(&wrapper, &runc, &missing);
+        extra.push(format!(
+            "--add-runtime=keel-privileged={}",
+            wrapper.display()
+        ));
+        privileged.extend(["--runtime", "keel-privileged"]);
+        println!(
+            "root here lacks {}: --privileged containers run under a runc wrapper that drops them",
+            missing.join(" ")
+        );
+    }
+    let mut d = Dockerd::start_with(&dir, &init, &extra);
+    let ready = d.wait_ready().unwrap_or_else(|e| panic!("{e}"));
+    let e = d.engine.clone();
+    let info = e
+        .ok(&[
+            "info",
+            "--format",
+            "server {{.ServerVersion}}, cgroup driver {{.CgroupDriver}}, cgroup v{{.CgroupVersion}}",
+        ])
+        .unwrap();
+    println!(
+        "dockerd ready in {:.1}s ({})",
+        ready.as_secs_f64(),
+        info.stdout.trim()
+    );
+
+    // The image: busybox, the static keel as ENTRYPOINT, the services in keel.d and, for the
+    // refusal, the same with cgroups = "required" in required.d.
+    let t = Instant::now();
+    let root = base_rootfs(&dir, "rootfs-cgroups", &busybox).unwrap();
+    std::fs::copy(&keel, root.join("sbin/keel")).unwrap();
+    for (sub, text) in [
+        ("keel.d", CGROUP_SERVICES.to_string()),
+        (
+            "required.d",
+            CGROUP_SERVICES.replace("cgroups = \"auto\"", "cgroups = \"required\""),
+        ),
+    ] {
+        let d = root.join("etc/keel").join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("10-services.toml"), text).unwrap();
+    }
+    let tar = tar_dir(&root, &dir.join("rootfs-cgroups.tar")).unwrap();
+    e.ok(&[
+        "import",
+        "--change",
+        r#"ENTRYPOINT ["/sbin/keel"]"#,
+        &tar.to_string_lossy(),
+        CGROUPS_IMAGE,
+    ])
+    .unwrap();
+    println!(
+        "{CGROUPS_IMAGE} imported in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut r = Report::default();
+    r.check(
+        "docker run --privileged: memory-max OOM-kills and restarts hog, tasks-max stops a fork loop",
+        || cgroups_enforced(&e, &privileged),
+    );
+    r.check(
+        "docker run --privileged --cgroupns=private: the same",
+        || {
+            let mut f = privileged.clone();
+            f.push("--cgroupns=private");
+            cgroups_enforced(&e, &f)
+        },
+    );
+    r.check(
+        "docker run (read-only cgroupfs): one warning with the fix, services run",
+        || cgroups_read_only(&e),
+    );
+    r.check(
+        "docker run, cgroups = \"required\": exit 78, nothing started",
+        || cgroups_required(&e),
+    );
+    drop(d);
+    r.finish("docker cgroups", started);
 }

@@ -136,6 +136,8 @@ pub struct Runtime {
     cgroups: Option<Cgroups>,
     /// `[keel] cgroups`: with `required`, a service whose cgroup cannot be made does not start.
     cgroup_mode: CgroupMode,
+    /// v1 OOM notifications that found no kill counted yet: read again at this time.
+    oom_recheck: Option<Instant>,
 }
 
 /// A `wait-ready` request: answered when every service in `ids` is ready, or at `deadline`.
@@ -151,6 +153,9 @@ struct Follower {
     name: String,
     seen: u64,
 }
+
+/// How long after a v1 OOM notification the kill counters are read again.
+const OOM_RECHECK: Duration = Duration::from_millis(100);
 
 /// The longest a `wait-ready` may wait (also when the client gives no timeout).
 const WAIT_READY_MAX: Duration = Duration::from_secs(3600);
@@ -193,6 +198,7 @@ impl Runtime {
             followers: Vec::new(),
             cgroups: None,
             cgroup_mode,
+            oom_recheck: None,
         })
     }
 
@@ -294,6 +300,15 @@ impl Runtime {
             inputs.extend(signal_inputs);
             inputs.extend(ready_inputs);
             let now = Instant::now();
+            if self.oom_recheck.is_some_and(|at| at <= now) {
+                self.oom_recheck = None;
+                for id in 0..self.slots.len() {
+                    self.read_cgroup_events(id, &mut inputs);
+                }
+                // Checked once: a notification with no kill (an OOM the kernel resolved
+                // without killing) does not keep keel waking up.
+                self.oom_recheck = None;
+            }
             let (due, later): (Vec<_>, Vec<_>) = self.timers.iter().partition(|(at, _)| *at <= now);
             self.timers = later;
             inputs.extend(due.into_iter().map(|(_, t)| Input::Timer(t)));
@@ -470,6 +485,7 @@ impl Runtime {
             .chain(logs)
             .chain(control)
             .chain(waiters)
+            .chain(self.oom_recheck)
             .min()
         {
             None => -1,
@@ -1053,6 +1069,9 @@ impl Runtime {
                 id,
                 kills: ev.new_oom_kills,
             });
+        } else if cg.oom_needs_recheck() && self.oom_recheck.is_none() {
+            // v1 notifies when the OOM starts; the kill is counted a moment later.
+            self.oom_recheck = Some(Instant::now() + OOM_RECHECK);
         }
     }
 

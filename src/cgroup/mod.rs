@@ -845,6 +845,13 @@ impl ServiceCgroup {
         v
     }
 
+    /// Whether OOM kills are learnt through v1's eventfd, which fires when the OOM starts,
+    /// before the kill is counted: a wake-up that finds no new kill should read again
+    /// shortly after.
+    pub fn oom_needs_recheck(&self) -> bool {
+        self.oom_eventfd.is_some()
+    }
+
     /// Re-read the event files (re-arming their notification) and report new OOM kills and
     /// whether the cgroup is populated. Cheap and idempotent: notifications are coalesced
     /// and may be stale, so every wake-up is "re-read and diff". Also worth calling when a

@@ -23,7 +23,10 @@ fn cgroups(needed: Controllers) -> Option<Cgroups> {
         common::skip("cgroup", "not root: cannot create cgroups");
         return None;
     }
-    match Cgroups::setup(Mode::Required, needed) {
+    // setup_with, not setup: this test process shares its cgroup (cargo, the other tests),
+    // which `setup` rightly refuses for a keel; the tests' own cgroups have unique names.
+    let det = keel::cgroup::Detection::probe();
+    match Cgroups::setup_with(det, Mode::Required, needed, keel::cgroup::mem_total()) {
         Ok(Some(c)) => Some(c),
         Ok(None) => unreachable!("required never gives None"),
         Err(e) => {

@@ -538,6 +538,15 @@ impl Cgroups {
             return Ok(None);
         }
         let det = Detection::probe();
+        if let Some(p) = shared(&det) {
+            log::info!("{}", det.summary());
+            return if mode == Mode::Required {
+                Err(CgroupError::Unusable(p))
+            } else {
+                log::warn!("{p}");
+                Ok(None)
+            };
+        }
         Cgroups::setup_with(det, mode, needed, mem_total())
     }
 
@@ -732,6 +741,49 @@ impl Cgroups {
         sc.oom_seen = sc.stats().oom_kills;
         Ok(())
     }
+}
+
+/// Whether keel's cgroup belongs to others too, so that service cgroups made beside keel
+/// could collide with another keel's (same service names) and `cgroup.kill` or a v2 move
+/// would reach processes keel does not own: a process outside keel's PID namespace is in it
+/// on a v1 or hybrid host (v2 finds this while moving keel to its leaf), or keel is not PID 1
+/// and other processes share its cgroup. Read before keel forks anything, so every other pid
+/// listed is someone else's.
+fn shared(det: &Detection) -> Option<Problem> {
+    let dir = det
+        .unified
+        .as_deref()
+        .or_else(|| det.v1.iter().find(|h| h.is_used()).map(|h| h.dir.as_path()))?;
+    let procs = read_file(&dir.join("cgroup.procs")).ok()?;
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    let others = procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|&p| p != me)
+        .count();
+    let outside = det.foreign && det.kind != Kind::Unified;
+    if !outside && (me == 1 || others == 0) {
+        return None;
+    }
+    Some(Problem {
+        cause: format!(
+            "keel's cgroup {} is shared with {} other process(es){}",
+            dir.display(),
+            others,
+            if det.foreign {
+                ", some outside keel's PID namespace"
+            } else {
+                ""
+            }
+        ),
+        fix: "give keel a cgroup of its own: run it as the container's first process (its \
+              ENTRYPOINT or --init), or outside containers under systemd-run --scope -p \
+              Delegate=yes, or move it into a fresh cgroup before it starts; or set \
+              cgroups = \"off\""
+            .into(),
+        partial: false,
+    })
 }
 
 /// One service's cgroup(s): created by [`Cgroups::create`], spawned into with

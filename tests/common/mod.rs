@@ -344,3 +344,127 @@ pub fn run(mode: Mode, args: &[&str], env: &[(&str, &str)]) -> Option<Finished> 
 
 /// Both modes, for tests that must hold either way.
 pub const MODES: [Mode; 2] = [Mode::Pid1, Mode::Plain];
+
+/// A cgroup of its own for one keel under test, as a container runtime gives its init: a
+/// directory beneath this test process's cgroup in every writable hierarchy (v1 ones and the
+/// unified one). keel refuses (`required`) or skips (`auto`) per-service cgroups in a cgroup
+/// it shares, so tests that exercise them start keel inside one of these. Removed on drop.
+pub struct TestCgroup {
+    /// The directories, one per hierarchy.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    /// Make the directories; `None` (after the skip notice) without root or writable cgroups.
+    pub fn new(name: &str) -> Option<TestCgroup> {
+        // SAFETY: plain syscall.
+        if unsafe { libc::geteuid() } != 0 {
+            skip("cgroup", "not root: cannot create cgroups");
+            return None;
+        }
+        let det = keel::cgroup::Detection::probe();
+        let leaf = format!("keel-test-{}-{name}", std::process::id());
+        let mut bases: Vec<PathBuf> = det.unified.iter().cloned().collect();
+        bases.extend(
+            det.v1
+                .iter()
+                .filter(|h| !h.read_only)
+                .map(|h| h.dir.clone()),
+        );
+        let mut dirs = Vec::new();
+        for b in bases {
+            let d = b.join(&leaf);
+            match std::fs::create_dir(&d) {
+                Ok(()) => dirs.push(d),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => dirs.push(d),
+                Err(e) => {
+                    let cg = TestCgroup { dirs };
+                    drop(cg);
+                    skip("cgroup", &format!("cannot create {}: {e}", d.display()));
+                    return None;
+                }
+            }
+        }
+        if dirs.is_empty() {
+            skip("cgroup", "no writable cgroup hierarchy");
+            return None;
+        }
+        Some(TestCgroup { dirs })
+    }
+
+    /// Arguments that run the rest of the command line inside this cgroup: a shell moves
+    /// itself in every hierarchy, then execs (so under `unshare --fork` the PID 1 that keel
+    /// becomes is the one inside, and unshare itself stays outside).
+    pub fn wrap(&self) -> Vec<String> {
+        let procs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| d.join("cgroup.procs").display().to_string())
+            .collect();
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "for p in {}; do echo 0 > \"$p\" || exit 125; done; exec \"$@\"",
+                procs.join(" ")
+            ),
+            "sh".into(),
+        ]
+    }
+
+    /// Whether any directory (or one beneath it) still exists besides the top ones.
+    pub fn children(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for d in &self.dirs {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                v.extend(
+                    rd.filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+        v
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            // keel removes what it made; anything left (a failed test) goes first.
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.filter_map(Result::ok) {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Build the command for keel `args` in `mode`, started inside `cg`.
+pub fn command_in(cg: &TestCgroup, mode: Mode, args: &[&str]) -> Option<Command> {
+    let mut cmd = match mode {
+        Mode::Pid1 => {
+            let prefix = pid1_prefix()?;
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]);
+            c
+        }
+        Mode::Plain => {
+            let w = cg.wrap();
+            let mut c = Command::new(&w[0]);
+            c.args(&w[1..]).arg(keel()).args(args);
+            return Some(c);
+        }
+    };
+    cmd.args(cg.wrap()).arg(keel()).args(args);
+    Some(cmd)
+}

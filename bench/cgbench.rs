@@ -7,8 +7,9 @@
 //! It drives keel's own library (`keel::cgroup`, `keel::spawn`) as keel's runtime does. Each
 //! phase runs `--warmup` untimed rounds (default 10), then `--rounds` timed ones (default 200):
 //!
-//! * Start, warm (rounds back to back) and cold (`--gap-ms`, default 100, idle before each
-//!   round); each round A, B2, B:
+//! * Start: `--gap-ms` (default 100) idle, then a cold round, then at once a warm one (its
+//!   cgroup writes follow the cold round's by a few ms; see the report for why that matters);
+//!   each round A, B2, B:
 //!   - A, without cgroup: `spawn_with` of `/bin/true` (prepared once), wait for its exec-status
 //!     pipe to report `Started` (EOF: the exec succeeded), then `waitpid` it.
 //!   - B, with cgroup: `Cgroups::create` with memory, pids and cpu limits, `spawn_in_cgroup`
@@ -880,13 +881,13 @@ fn report(
     );
     let _ = writeln!(
         o,
-        "- {rounds} timed rounds per phase, each after {} untimed warm-up rounds. Start rounds: \
-         A, {}B, back to back (warm) or after {} ms idle (cold). Stop rounds: C0, C, D; the tree \
-         `sh -c '{TREE}'` is killed {} ms after its 4 `sleep`s are up. Children: stdio on \
-         /dev/null, own process group; this process is a child subreaper.",
+        "- {rounds} timed rounds per phase, each phase after {} untimed warm-up rounds. Start: \
+         {} ms idle, a cold round (A, {}B), at once a warm round (the same again). Stop rounds: \
+         C0, C, D; the tree `sh -c '{TREE}'` is killed {} ms after its 4 `sleep`s are up. \
+         Children: stdio on /dev/null, own process group; this process is a child subreaper.",
         a.warmup,
-        if b.hybrid { "B2, " } else { "" },
         a.gap_ms,
+        if b.hybrid { "B2, " } else { "" },
         a.settle_ms
     );
     let _ = writeln!(o);
@@ -897,16 +898,13 @@ fn report(
     let _ = writeln!(o, "|---|---:|---:|---:|---:|");
     start_rows(
         &mut o,
-        "Start `/bin/true`, warm (rounds back to back)",
-        warm,
+        &format!("Start `/bin/true`, cold ({} ms idle before)", a.gap_ms),
+        cold,
     );
     start_rows(
         &mut o,
-        &format!(
-            "Start `/bin/true`, cold ({} ms idle before each round)",
-            a.gap_ms
-        ),
-        cold,
+        "Start `/bin/true`, warm (right after the cold round)",
+        warm,
     );
     let _ = writeln!(
         o,
@@ -938,8 +936,8 @@ fn report(
         "| comparison | with cgroup, median (µs) | without, median (µs) | ratio | added per round: median (µs) | added: p90 (µs) |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
-    start_ratios(&mut o, "warm", warm);
     start_ratios(&mut o, "cold", cold);
+    start_ratios(&mut o, "warm", warm);
     ratio_row(
         &mut o,
         "stop: kill → `populated 0` (C) / kill → group reaped (D)",
@@ -1188,25 +1186,17 @@ fn run() -> R<()> {
     let mut warm = StartSamples::default();
     let mut cold = StartSamples::default();
     let mut stop = StopSamples::default();
-    let t = Instant::now();
-    for i in 0..a.warmup + a.rounds {
-        check_signals()?;
-        b.start_round((i >= a.warmup).then_some(&mut warm))?;
-    }
-    eprintln!(
-        "bench-cgroup: start, warm: {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    // Cold and warm interleaved, so that both see the same load: idle, a cold round, and at
+    // once a warm one (its v1 writes follow the cold round's by a few ms).
     let t = Instant::now();
     let gap = Duration::from_millis(a.gap_ms);
     for i in 0..a.warmup + a.rounds {
         pause(gap)?;
-        b.start_round((i >= a.warmup).then_some(&mut cold))?;
+        let timed = i >= a.warmup;
+        b.start_round(timed.then_some(&mut cold))?;
+        b.start_round(timed.then_some(&mut warm))?;
     }
-    eprintln!(
-        "bench-cgroup: start, cold: {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("bench-cgroup: start: {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let settle = Duration::from_millis(a.settle_ms);
     for i in 0..a.warmup + a.rounds {

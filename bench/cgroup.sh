@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/cgroup.sh: what a service's cgroup costs keel at start, and what it buys at stop.
 #
-#   sudo bash bench/cgroup.sh                          # builds the example, ~30 s with the defaults
-#   ROUNDS=20 WARMUP=2 bash bench/cgroup.sh            # ~5 s smoke run
+#   sudo bash bench/cgroup.sh                          # builds the example; ~1 min with the defaults
+#   ROUNDS=20 WARMUP=2 bash bench/cgroup.sh            # ~8 s smoke run (plus the build)
 #   BENCH=target/release/examples/bench-cgroup bash bench/cgroup.sh   # no build
 #
 # Needs root (it creates cgroups). Builds the Cargo example bench-cgroup (bench/cgbench.rs,
@@ -15,10 +15,10 @@
 # bench/cgroup-results.md; progress goes to stderr. Method: bench/README.md, "cgroups".
 #
 # Knobs (environment variables, defaults in brackets):
-#   ROUNDS [200]    timed rounds per phase (warm start, cold start, stop); below 200 the report
-#                   is marked as a smoke run
+#   ROUNDS [200]    timed rounds per phase (start: a cold and a warm round each; stop); below
+#                   200 the report is marked as a smoke run
 #   WARMUP [10]     untimed rounds before each phase
-#   GAP_MS [100]    idle time before each cold-start round
+#   GAP_MS [100]    idle time before each cold start round
 #   SETTLE_MS [50]  the stop tree runs this long before it is killed (> 10 ms: see the report)
 #   BENCH           a built bench-cgroup binary to run instead of building one
 #   RAW             also write every sample to this CSV file

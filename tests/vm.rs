@@ -11,10 +11,22 @@ use std::process::Command;
 
 /// Run the harness; `None` (after the skip notice) when the VM cannot run here.
 fn vm(scenario: &str, env: &[(&str, &str)]) -> Option<(bool, String)> {
+    vm_with_config(scenario, None, env)
+}
+
+/// [`vm`] with keel in services mode: `config` (in tests/vm/scenarios) as
+/// /etc/keel/keel.toml, the scenario as the main command.
+fn vm_with_config(
+    scenario: &str,
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> Option<(bool, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
+    let scenarios = dir.join("scenarios");
     let out = Command::new(dir.join("run.sh"))
         .arg(common::keel())
-        .arg(dir.join("scenarios").join(scenario))
+        .arg(scenarios.join(scenario))
+        .args(config.map(|c| scenarios.join(c)))
         .envs(env.iter().copied())
         .output()
         .expect("run tests/vm/run.sh");
@@ -140,4 +152,195 @@ fn vm_cgroup_module_from_a_nested_cgroup() {
             "ctr-controllers-enabled",
         ],
     );
+}
+
+/// The checks of services-cgroups.sh on any writable cgroup2 mount.
+const SERVICES_CGROUPS: [&str; 28] = [
+    "keel-cgroup",
+    "controller-cpu-enabled",
+    "controller-memory-enabled",
+    "controller-pids-enabled",
+    "main-in-own-cgroup",
+    "own-cgroup-steady",
+    "own-cgroup-hog",
+    "own-cgroup-bomb",
+    "own-cgroup-burner",
+    "own-cgroup-daemon",
+    "status-columns",
+    "status-usage-steady",
+    "status-json-usage",
+    "hog-restarted",
+    "hog-memory-events-oom-kill",
+    "hog-oom-in-its-cgroup",
+    "hog-status-oom-kills",
+    "hog-new-run-in-new-cgroup",
+    "steady-survived-oom",
+    "keel-survived-oom",
+    "bomb-pids-events-max",
+    "bomb-stopped-at-tasks-max",
+    "bomb-main-alive",
+    "burner-cpu-max",
+    "burner-20-percent",
+    "daemon-escaped-session",
+    "daemon-ctl-stop",
+    "daemon-gone",
+];
+
+/// keel's own lines on the console (its stderr) at `level` ("warning: ", "info: ", or "" for
+/// errors, which carry no level word).
+fn keel_lines<'a>(out: &'a str, level: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("keel: "))
+        .filter(|l| {
+            if level.is_empty() {
+                !["warning: ", "info: ", "debug: ", "trace: "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            } else {
+                l.starts_with(level)
+            }
+        })
+        .collect()
+}
+
+fn assert_logged(out: &str, line: &str) {
+    assert!(
+        out.lines().any(|l| l.contains(line)),
+        "keel did not log {line:?}:\n{out}"
+    );
+}
+
+/// Boot with keel's services mode on a writable cgroup2 (`mode`: rw or ns), check every
+/// RESULT of services-cgroups.sh and what keel logged about it.
+fn services_cgroups(mode: &str, extra: &[&str], summary: &str) {
+    let Some((ok, out)) = vm_with_config(
+        "services-cgroups.sh",
+        Some("services-cgroups.toml"),
+        &[("VM_CGROUP", mode), ("KEEL_ARGS", "-v")],
+    ) else {
+        return;
+    };
+    let expected: Vec<&str> = SERVICES_CGROUPS.iter().chain(extra).copied().collect();
+    assert_all_pass(&out, &expected);
+    assert_logged(&out, summary);
+    assert_logged(
+        &out,
+        "keel: hog: the OOM killer killed 1 process(es) in its cgroup (1 so far)",
+    );
+    assert_logged(&out, "keel: info: hog stopped after an OOM kill");
+    assert_logged(&out, "keel: info: restarting hog");
+    // The fork bomb's shells were refused by the kernel (EAGAIN from pids.max), said so on
+    // their stderr, which keel relays with the service's name.
+    assert!(
+        out.lines().any(|l| l.starts_with("bomb ")
+            && l.contains("can't fork: Resource temporarily unavailable")),
+        "the bomb's forks did not fail:\n{out}"
+    );
+    assert_logged(
+        &out,
+        "keel: info: daemon: killing 2 process(es) left in its cgroup after it ended",
+    );
+    assert_eq!(
+        keel_lines(&out, "warning: "),
+        Vec::<&str>::new(),
+        "keel warned:\n{out}"
+    );
+    // The OOM line is the one error: nothing else went wrong.
+    assert_eq!(keel_lines(&out, "").len(), 1, "keel's errors:\n{out}");
+    assert!(ok);
+}
+
+/// keel as the machine's init on pure cgroup v2: it stays in the root cgroup (the kernel's
+/// threads are there, and the root has no internal-process rule), every service and the main
+/// command get their own cgroup; OOM, tasks-max, cpu-quota, a daemon's escape, the status.
+#[test]
+fn vm_services_cgroups_as_the_machines_init() {
+    services_cgroups(
+        "rw",
+        &[],
+        "keel: info: cgroups: v2, keel's cgroup /sys/fs/cgroup/ (writable, root), \
+         controllers available: cpu io memory pids",
+    );
+}
+
+/// The same as a container sees it: keel's cgroup is the root of a private cgroup namespace,
+/// not the real root, so keel first moves itself (and everything else there) into `init`.
+#[test]
+fn vm_services_cgroups_in_a_cgroup_namespace() {
+    services_cgroups(
+        "ns",
+        &["keel-moved-into-init"],
+        "keel: info: cgroups: v2, keel's cgroup /sys/fs/cgroup/ (writable), \
+         controllers available: cpu io memory pids",
+    );
+}
+
+/// Read-only cgroup2 and `cgroups = "auto"`: one warning naming the cause and the fix, the
+/// services run without cgroups, keel exits 0.
+#[test]
+fn vm_services_read_only_cgroup2_auto_warns_once() {
+    let Some((ok, out)) = vm_with_config(
+        "services-cgroups-ro.sh",
+        Some("services-cgroups-ro-auto.toml"),
+        &[("VM_CGROUP", "ro")],
+    ) else {
+        return;
+    };
+    assert_all_pass(
+        &out,
+        &[
+            "cgroup2-read-only",
+            "worker-runs",
+            "no-service-cgroups",
+            "no-cgroup-figures",
+            "worker-output",
+        ],
+    );
+    let warnings = keel_lines(&out, "warning: ");
+    assert_eq!(warnings.len(), 1, "not exactly one warning:\n{out}");
+    let w = warnings[0];
+    assert!(
+        w.starts_with(
+            "warning: cgroups: /sys/fs/cgroup/ is read-only (cgroup2) -> per-service \
+             memory/cpu/pids/io limits are NOT enforced, stop uses process-group kill. Fix: "
+        ),
+        "{w}"
+    );
+    assert!(w.contains("writable-cgroups=true"), "{w}");
+    assert_eq!(
+        keel_lines(&out, ""),
+        Vec::<&str>::new(),
+        "keel's errors:\n{out}"
+    );
+    assert!(ok);
+}
+
+/// Read-only cgroup2 and `cgroups = "required"`: keel refuses with exit 78 before anything
+/// starts (neither the service nor the main command ran).
+#[test]
+fn vm_services_read_only_cgroup2_required_refuses() {
+    let Some((ok, out)) = vm_with_config(
+        "services-cgroups-ro.sh",
+        Some("services-cgroups-ro-required.toml"),
+        &[("VM_CGROUP", "ro")],
+    ) else {
+        return;
+    };
+    assert!(
+        out.contains("VM keel-exit 78"),
+        "keel's exit code not 78:\n{out}"
+    );
+    let errors = keel_lines(&out, "");
+    assert_eq!(errors.len(), 1, "not exactly one error:\n{out}");
+    assert!(
+        errors[0].starts_with(
+            "cgroups: /sys/fs/cgroup/ is read-only (cgroup2); cgroups = \"required\": \
+             refusing to start (nothing was started). Fix: docker run"
+        ),
+        "{}",
+        errors[0]
+    );
+    assert!(!out.contains("worker-started"), "the service ran:\n{out}");
+    assert!(results(&out).is_empty(), "the main command ran:\n{out}");
+    assert!(!ok);
 }

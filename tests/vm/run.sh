@@ -8,7 +8,11 @@
 #   SCENARIO.sh  run by keel as its command: keel [--config /etc/keel/keel.toml] -- sh /scenario.sh
 #   CONFIG.toml  optional services config, installed as /etc/keel/keel.toml.
 # Environment:
-#   VM_CGROUP=rw|ro|none   how /init mounts cgroup2 on /sys/fs/cgroup (default rw)
+#   VM_CGROUP=rw|ro|none|ns  how /init mounts cgroup2 on /sys/fs/cgroup (default rw). ns is a
+#                          container's view: /init moves into /sys/fs/cgroup/ctr (controllers
+#                          delegated), enters a new cgroup namespace (util-linux unshare) and
+#                          mounts cgroup2 again, so keel's cgroup is / there but not the root.
+#                          The mode is exported to the scenario as VM_CGROUP.
 #   VM_FILES="SRC:DST ..." extra executables/files to install (dynamic ones with their libs)
 #   VM_TIMEOUT=secs (default 180), VM_MEM=MiB (default 512), VM_SMP (default 2),
 #   KERNEL=/boot/vmlinuz-... (default: newest), VM_KEEP=1 keeps the work directory,
@@ -60,11 +64,32 @@ for f in ${VM_FILES:-}; do
   install_file "${f%%:*}" "${f#*:}"
 done
 
+cgns=
 case ${VM_CGROUP:-rw} in
   rw) mount_cg='/bin/busybox mount -t cgroup2 none /sys/fs/cgroup' ;;
   ro) mount_cg='/bin/busybox mount -t cgroup2 -o ro none /sys/fs/cgroup' ;;
   none) mount_cg=':' ;;
-  *) echo "vm: VM_CGROUP must be rw, ro or none" >&2; exit 2 ;;
+  ns)
+    # busybox's unshare has no --cgroup. Without --fork it execs in place: keel stays PID 1.
+    unshare=$(command -v unshare || true)
+    [ -n "$unshare" ] && "$unshare" --help 2>&1 | grep -q -e '--cgroup' \
+      || missing "util-linux unshare with --cgroup (apt-get install util-linux)"
+    install_file "$unshare" /usr/bin/unshare
+    mount_cg='/bin/busybox mount -t cgroup2 none /sys/fs/cgroup
+/bin/busybox mkdir /sys/fs/cgroup/ctr
+echo "+cpu +io +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
+echo $$ > /sys/fs/cgroup/ctr/cgroup.procs
+/bin/busybox umount /sys/fs/cgroup'
+    # In the new namespace, cgroup2 mounted again has ctr as its root.
+    cat > "$root/cgns-exec" <<'CGNS'
+#!/bin/busybox sh
+/bin/busybox mount -t cgroup2 none /sys/fs/cgroup || exit 1
+exec "$@"
+CGNS
+    chmod +x "$root/cgns-exec"
+    cgns='/usr/bin/unshare --cgroup /cgns-exec'
+    ;;
+  *) echo "vm: VM_CGROUP must be rw, ro, none or ns" >&2; exit 2 ;;
 esac
 
 # /init mounts what a container runtime would, then becomes keel (exec keeps PID 1).
@@ -76,9 +101,9 @@ cat > "$root/init" <<INIT
 /bin/busybox mount -t tmpfs tmp /tmp
 /bin/busybox --install -s /bin
 $mount_cg
-export PATH=/bin:/sbin HOME=/root
+export PATH=/bin:/sbin HOME=/root VM_CGROUP=${VM_CGROUP:-rw}
 echo "VM booted: \$(uname -r), cgroup mount: ${VM_CGROUP:-rw}"
-exec /sbin/keel $keel_args -- /bin/sh /scenario.sh
+exec $cgns /sbin/keel $keel_args -- /bin/sh /scenario.sh
 INIT
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.gz"

@@ -1141,35 +1141,66 @@ impl ControlServer {
             )?;
         }
         let fd = unix_socket()?;
-        // SAFETY: addr is a valid sockaddr_un of addr_len bytes.
+        // Bound under a temporary name, given its mode and group, listening, and only then
+        // renamed into place: a client never finds the path before keel accepts on it (it
+        // would be refused, as by a stale socket), nor with the umask's permissions.
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(format!(".new-{}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp_name);
+        let (bind_addr, bind_len, bind_c) = match (sockaddr(&tmp), cpath(&tmp)) {
+            (Ok((a, l)), Ok(tc)) => (a, l, Some(tc)),
+            // Too long for sun_path with the suffix: bind in place.
+            _ => (addr, addr_len, None),
+        };
+        let at = bind_c.as_deref().unwrap_or(&c);
+        // SAFETY: at is NUL-terminated.
+        unsafe { libc::unlink(at.as_ptr()) };
+        // SAFETY: bind_addr is a valid sockaddr_un of bind_len bytes.
         check(
             unsafe {
                 libc::bind(
                     fd.as_raw_fd(),
-                    (&addr as *const libc::sockaddr_un).cast(),
-                    addr_len,
+                    (&bind_addr as *const libc::sockaddr_un).cast(),
+                    bind_len,
                 )
             },
             "bind (control socket)",
         )?;
+        let unlink_tmp = || {
+            if let Some(t) = &bind_c {
+                // SAFETY: t is NUL-terminated.
+                unsafe { libc::unlink(t.as_ptr()) };
+            }
+        };
         let mode = if allowed_gid.is_some() { 0o660 } else { 0o600 };
-        // SAFETY: c is NUL-terminated.
+        // SAFETY: at is NUL-terminated.
         check(
-            unsafe { libc::chmod(c.as_ptr(), mode) },
+            unsafe { libc::chmod(at.as_ptr(), mode) },
             "chmod (control socket)",
-        )?;
+        )
+        .inspect_err(|_| unlink_tmp())?;
         if let Some(gid) = allowed_gid {
-            // SAFETY: c is NUL-terminated; uid -1 leaves the owner alone.
+            // SAFETY: at is NUL-terminated; uid -1 leaves the owner alone.
             check(
-                unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) },
+                unsafe { libc::chown(at.as_ptr(), u32::MAX, gid) },
                 "chown (control socket group)",
-            )?;
+            )
+            .inspect_err(|_| unlink_tmp())?;
         }
         // SAFETY: plain syscall.
         check(
             unsafe { libc::listen(fd.as_raw_fd(), 1024) },
             "listen (control socket)",
-        )?;
+        )
+        .inspect_err(|_| unlink_tmp())?;
+        if let Some(t) = &bind_c {
+            // SAFETY: both are NUL-terminated.
+            check(
+                unsafe { libc::rename(t.as_ptr(), c.as_ptr()) },
+                "rename (control socket into place)",
+            )
+            .inspect_err(|_| unlink_tmp())?;
+        }
         epoll.add(fd.as_raw_fd(), KIND_LISTEN << 32)?;
         let inode = stat_of(&c).map_or((0, 0), |st| (st.st_dev, st.st_ino));
         Ok(ControlServer {

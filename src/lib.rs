@@ -131,7 +131,11 @@ pub fn run(plan: Plan) -> u8 {
 /// The cgroups for `plan.cgroups` (services mode): `Err(exit code)` when `required` cannot
 /// be met, nothing started.
 fn setup_cgroups(plan: &Plan) -> Result<Option<cgroup::Cgroups>, u8> {
+    if !plan.is_services_mode() {
+        return Ok(None);
+    }
     if plan.cgroups == cgroup::Mode::Off {
+        log::info!("cgroups: off (cgroups = \"off\")");
         return Ok(None);
     }
     let needed = plan

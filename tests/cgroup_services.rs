@@ -55,6 +55,21 @@ fn usable() -> bool {
     true
 }
 
+thread_local! {
+    /// The cgroup of its own the running test's keel was started in (each test runs on its
+    /// own thread), beneath this process's cgroup in every hierarchy: keel makes service
+    /// cgroups only in a cgroup it does not share.
+    static LEAF: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `dir/LEAF` while a test's keel has a cgroup of its own.
+fn in_leaf(dir: PathBuf) -> PathBuf {
+    LEAF.with(|l| match l.borrow().as_deref() {
+        Some(leaf) => dir.join(leaf),
+        None => dir,
+    })
+}
+
 /// A service name unique to this test run.
 fn uniq(tag: &str) -> String {
     format!("{tag}-{}", std::process::id())
@@ -106,7 +121,7 @@ fn hierarchies() -> Vec<Hier> {
                 } else {
                     ctrls.into()
                 },
-                dir: mp.join(rel),
+                dir: in_leaf(mp.join(rel)),
             });
         }
     }
@@ -145,7 +160,11 @@ fn assert_in_cgroups(pid: i32, name: &str) {
                 .unwrap_or_default()
         };
         let (svc, base) = (line(&own), line(&mine));
-        let want = format!("{}/{name}", base.trim_end_matches('/'));
+        let base = in_leaf(PathBuf::from(base));
+        let want = format!(
+            "{}/{name}",
+            base.display().to_string().trim_end_matches('/')
+        );
         assert_eq!(
             svc, want,
             "pid {pid} is not in {name}'s {} cgroup:\n{own}",
@@ -203,13 +222,17 @@ impl Drop for Litter {
 /// A scratch directory with `keel.toml`, keel's output files and runtime directory.
 struct Setup {
     dir: PathBuf,
+    /// keel's own cgroup (removed after keel: fields drop after the test's locals).
+    cg: Option<TestCgroup>,
 }
 
 impl Setup {
     fn new(name: &str, toml: &str) -> Setup {
         let dir = scratch(name);
         std::fs::create_dir_all(dir.join("run")).unwrap();
-        let s = Setup { dir };
+        let cg = TestCgroup::new(name);
+        LEAF.with(|l| *l.borrow_mut() = cg.as_ref().map(|c| c.leaf.clone()));
+        let s = Setup { dir, cg };
         s.write_config(toml);
         s
     }
@@ -231,7 +254,7 @@ impl Setup {
 
     /// keel as PID 1 of a new PID namespace on this configuration, output to files.
     fn start(&self) -> Option<Running> {
-        let cmd = command(Mode::Pid1, &["--config", &self.cfg()])?;
+        let cmd = command_in(self.cg.as_ref()?, Mode::Pid1, &["--config", &self.cfg()])?;
         Some(self.spawn(cmd))
     }
 
@@ -836,13 +859,14 @@ tasks-max = 10
         assert_eq!(col(&cols, c), "-", "{c}: {cols:?}");
     }
     assert_eq!(cgroup_dirs(&off), Vec::<PathBuf>::new());
-    // The service stayed in keel's (this test's) cgroups.
+    // The service stayed in keel's own cgroups.
     let host = descendants_of(keel.keel_pid);
     assert!(!host.is_empty());
+    let keels = read(Path::new(&format!("/proc/{}/cgroup", keel.keel_pid)));
     for p in host {
         assert_eq!(
             read(Path::new(&format!("/proc/{p}/cgroup"))),
-            read(Path::new("/proc/self/cgroup")),
+            keels,
             "pid {p} ({}) moved",
             cmdline(p)
         );
@@ -1025,4 +1049,64 @@ fn check_reports_bad_limits_with_their_places() {
     at(6, 14, "memory-max: 'lots' is not a size");
     at(7, 14, "cpu-weight must be between");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// keel started in a cgroup it shares (this test runner's, beside other keels) makes no
+/// service cgroups there: two keels' same-named services would share one cgroup and one
+/// keel's stop would kill the other's service. `auto` warns once and runs without;
+/// `required` refuses with exit 78 before starting anything.
+#[test]
+fn a_shared_cgroup_is_not_used() {
+    if !usable() {
+        return;
+    }
+    let name = uniq("shared");
+    let dir = scratch("shared");
+    let marker = dir.join("ran");
+    let toml = |mode: &str| {
+        format!(
+            "[keel]\ncgroups = \"{mode}\"\n[service.{name}]\ncommand = \"touch {} && exec sleep 1000\"\nmemory-max = \"64M\"\n",
+            marker.display()
+        )
+    };
+    let cfg = dir.join("keel.toml");
+    std::fs::write(&cfg, toml("auto")).unwrap();
+    let run = dir.join("run");
+    let env = [("KEEL_RUNTIME_DIR", run.to_str().unwrap())];
+    let keel = start(Mode::Plain, &["--config", cfg.to_str().unwrap()], &env).unwrap();
+    assert!(
+        wait_until(LONG, || marker.exists()),
+        "the service never ran"
+    );
+    assert!(
+        cgroup_dirs(&name).is_empty(),
+        "a cgroup was made in a shared cgroup"
+    );
+    send(keel.keel_pid, libc::SIGTERM);
+    let f = keel.finish(LONG);
+    assert_eq!(f.code(), 0, "{}", f.stderr);
+    let warnings: Vec<&str> = f
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning: cgroups:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", f.stderr);
+    assert!(
+        warnings[0].contains("is shared with")
+            && warnings[0].contains("Fix: give keel a cgroup of its own"),
+        "{}",
+        warnings[0]
+    );
+
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::write(&cfg, toml("required")).unwrap();
+    let f = run_keel(&cfg, &env);
+    assert_eq!(f.code(), 78, "{}", f.stderr);
+    assert!(f.stderr.contains("refusing to start"), "{}", f.stderr);
+    assert!(!marker.exists(), "a service started");
+    assert!(cgroup_dirs(&name).is_empty());
+}
+
+fn run_keel(cfg: &Path, env: &[(&str, &str)]) -> Finished {
+    run(Mode::Plain, &["--config", cfg.to_str().unwrap()], env).unwrap()
 }

@@ -538,7 +538,10 @@ impl Cgroups {
             return Ok(None);
         }
         let det = Detection::probe();
-        if let Some(p) = shared(&det) {
+        // A read-only or missing cgroupfs is the cause to name first (its fix differs).
+        if det.problem().is_none()
+            && let Some(p) = shared(&det)
+        {
             log::info!("{}", det.summary());
             return if mode == Mode::Required {
                 Err(CgroupError::Unusable(p))

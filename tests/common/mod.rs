@@ -352,6 +352,8 @@ pub const MODES: [Mode; 2] = [Mode::Pid1, Mode::Plain];
 pub struct TestCgroup {
     /// The directories, one per hierarchy.
     pub dirs: Vec<PathBuf>,
+    /// Their name, beneath this process's cgroup in each hierarchy.
+    pub leaf: String,
 }
 
 impl TestCgroup {
@@ -368,7 +370,7 @@ impl TestCgroup {
         bases.extend(
             det.v1
                 .iter()
-                .filter(|h| !h.read_only)
+                .filter(|h| !h.read_only && h.is_used())
                 .map(|h| h.dir.clone()),
         );
         let mut dirs = Vec::new();
@@ -378,7 +380,7 @@ impl TestCgroup {
                 Ok(()) => dirs.push(d),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => dirs.push(d),
                 Err(e) => {
-                    let cg = TestCgroup { dirs };
+                    let cg = TestCgroup { dirs, leaf };
                     drop(cg);
                     skip("cgroup", &format!("cannot create {}: {e}", d.display()));
                     return None;
@@ -389,7 +391,7 @@ impl TestCgroup {
             skip("cgroup", "no writable cgroup hierarchy");
             return None;
         }
-        Some(TestCgroup { dirs })
+        Some(TestCgroup { dirs, leaf })
     }
 
     /// Arguments that run the rest of the command line inside this cgroup: a shell moves

@@ -289,6 +289,12 @@ pub fn describe(c: &crate::config::Config) -> String {
 /// `; limits: memory-max 256M, cpu-quota 20%` for `keel check` (empty without limits).
 fn describe_limits(l: &crate::plan::Limits) -> String {
     use crate::plan::Size;
+    // Hundredths of a percent, without float formatting (~20 KB of binary).
+    let pct = |q: u32| match q % 100 {
+        0 => format!("{}%", q / 100),
+        r if r % 10 == 0 => format!("{}.{}%", q / 100, r / 10),
+        r => format!("{}.{r:02}%", q / 100),
+    };
     let size = |s: Size| match s {
         Size::Bytes(b) => {
             let units = [(1u64 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
@@ -297,10 +303,9 @@ fn describe_limits(l: &crate::plan::Limits) -> String {
                 .find(|(u, _)| b >= *u && b % u == 0)
                 .map_or(format!("{b}"), |(u, n)| format!("{}{n}", b / u))
         }
-        Size::Percent(p) => format!("{}%", f64::from(p) / 100.0),
+        Size::Percent(p) => pct(p),
         Size::Max => "max".into(),
     };
-    let pct = |q: u32| format!("{}%", f64::from(q) / 100.0);
     let mut v: Vec<String> = Vec::new();
     let sizes = [
         ("memory-max", l.memory_max),

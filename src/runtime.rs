@@ -1001,14 +1001,13 @@ impl Runtime {
         }
         let slot = self.slot(id);
         slot.leftovers_killed = false;
-        if slot.cgroup_limits == spec.limits
-            && slot.cgroup.as_ref().is_some_and(|cg| !cg.populated())
-        {
+        let populated = slot.cgroup.as_ref().map(ServiceCgroup::populated);
+        if populated == Some(false) && slot.cgroup_limits == spec.limits {
             return Ok(());
         }
         if let Some(mut old) = slot.cgroup.take() {
             unwatch_cgroup(&self.epoll, &old);
-            if old.populated() {
+            if populated == Some(true) {
                 log::info!("{}: killing what its last run left behind", spec.name);
                 if let Err(e) = old.kill() {
                     log::warn!("{}: {e}", spec.name);

@@ -286,17 +286,7 @@ impl Setup {
 
     /// `keel ctl ARGS` reaching keel through `KEEL_RUNTIME_DIR`: (exit code, stdout, stderr).
     fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(keel())
-            .arg("ctl")
-            .args(args)
-            .env("KEEL_RUNTIME_DIR", self.path("run"))
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        keel_ctl(args, &[("KEEL_RUNTIME_DIR", &self.path("run"))])
     }
 
     fn ctl_ok(&self, args: &[&str]) -> String {

@@ -53,18 +53,11 @@ impl Keel {
 
     /// `keel ctl ARGS`: (exit code, stdout, stderr).
     fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(keel())
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let sock = self.socket();
+        let sock = sock.to_str().unwrap();
+        let mut all = vec!["--socket", sock];
+        all.extend_from_slice(args);
+        keel_ctl(&all, &[])
     }
 
     fn ok(&self, args: &[&str]) -> String {

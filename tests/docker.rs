@@ -1199,25 +1199,48 @@ fn busybox_static() -> Result<PathBuf, String> {
     Ok(bb)
 }
 
+/// What every dockerd test needs: a static busybox, and keel's static binary installed as
+/// `DIR/bin/keel` in a fresh scratch directory (the `--init-path`).
+struct Prepared {
+    busybox: PathBuf,
+    dir: PathBuf,
+    init: PathBuf,
+}
+
+/// [`Prepared`] for test `name`; `None` after the skip notice when docker or the static build
+/// is missing.
+fn prepare(name: &str) -> Option<Prepared> {
+    let busybox = match docker_prereqs() {
+        Ok(bb) => bb,
+        Err(why) => {
+            skip("docker", &why);
+            return None;
+        }
+    };
+    let keel = match static_keel() {
+        Ok(k) => k,
+        Err(why) => {
+            skip("docker", &why);
+            return None;
+        }
+    };
+    let dir = scratch(name);
+    let init = dir.join("bin/keel");
+    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
+    std::fs::copy(&keel, &init).unwrap();
+    Some(Prepared { busybox, dir, init })
+}
+
 #[test]
 fn docker() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let busybox = match docker_prereqs() {
-        Ok(bb) => bb,
-        Err(why) => return skip("docker", &why),
-    };
-    let keel = match static_keel() {
-        Ok(k) => k,
-        Err(why) => return skip("docker", &why),
-    };
-    let dir = scratch("docker");
     // Installed as the README says: `dockerd --init-path=/usr/local/bin/keel`. dockerd runs
     // `keel --version` on the host; in the container it is mounted as /sbin/docker-init, the
     // name under which keel speaks tini's command line.
-    let init = dir.join("bin/keel");
-    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
-    std::fs::copy(&keel, &init).unwrap();
+    let Some(Prepared { busybox, dir, init }) = prepare("docker") else {
+        return;
+    };
     let mut d = Dockerd::start(&dir, &init);
     let ready = d.wait_ready().unwrap_or_else(|e| panic!("{e}"));
     let e = d.engine.clone();
@@ -1276,7 +1299,7 @@ fn docker() {
         let ctx = dir.join("ctx-example");
         std::fs::create_dir_all(&ctx).unwrap();
         std::fs::copy(root.join("examples/Dockerfile"), ctx.join("Dockerfile")).unwrap();
-        std::fs::copy(&keel, ctx.join("keel")).unwrap();
+        std::fs::copy(&init, ctx.join("keel")).unwrap();
         let base_arg = format!("BASE={BASE}");
         let o = e.run_t(
             &[
@@ -1313,7 +1336,7 @@ fn docker() {
         let ctx = dir.join("ctx-test");
         let bin = ctx.join("target").join(MUSL).join("release");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy(&keel, bin.join("keel")).unwrap();
+        std::fs::copy(&init, bin.join("keel")).unwrap();
         std::fs::copy(root.join("Dockerfile.test"), ctx.join("Dockerfile.test")).unwrap();
         copy_tree(&root.join("tests/docker"), &ctx.join("tests/docker")).unwrap();
         let base_arg = format!("BASE={BASE}");
@@ -1665,18 +1688,9 @@ cat t.out
 fn docker_workspace() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let busybox = match docker_prereqs() {
-        Ok(bb) => bb,
-        Err(why) => return skip("docker", &why),
+    let Some(Prepared { busybox, dir, init }) = prepare("workspace") else {
+        return;
     };
-    let keel = match static_keel() {
-        Ok(k) => k,
-        Err(why) => return skip("docker", &why),
-    };
-    let dir = scratch("workspace");
-    let init = dir.join("bin/keel");
-    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
-    std::fs::copy(&keel, &init).unwrap();
     let mut d = Dockerd::start(&dir, &init);
     let ready = d.wait_ready().unwrap_or_else(|e| panic!("{e}"));
     println!("dockerd ready in {:.1}s", ready.as_secs_f64());
@@ -1691,7 +1705,7 @@ fn docker_workspace() {
             .args(args)
             .envs(e.env.iter().map(|(k, v)| (k, v)))
             .env("DOCKER", &e.cli)
-            .env("KEEL", &keel)
+            .env("KEEL", &init)
             .env("BUSYBOX", &busybox)
             .env("BASE", WORKSPACE_BASE)
             .env("IMAGE", WORKSPACE)
@@ -2376,18 +2390,9 @@ fn cgroups_required(e: &Engine) -> Result<String, String> {
 fn docker_cgroups() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
-    let busybox = match docker_prereqs() {
-        Ok(bb) => bb,
-        Err(why) => return skip("docker", &why),
+    let Some(Prepared { busybox, dir, init }) = prepare("cgroups") else {
+        return;
     };
-    let keel = match static_keel() {
-        Ok(k) => k,
-        Err(why) => return skip("docker", &why),
-    };
-    let dir = scratch("cgroups");
-    let init = dir.join("bin/keel");
-    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
-    std::fs::copy(&keel, &init).unwrap();
     let missing = caps_missing();
     let mut extra = Vec::new();
     let mut privileged = vec!["--privileged"];
@@ -2425,7 +2430,7 @@ fn docker_cgroups() {
     // refusal, the same with cgroups = "required" in required.d.
     let t = Instant::now();
     let root = base_rootfs(&dir, "rootfs-cgroups", &busybox).unwrap();
-    std::fs::copy(&keel, root.join("sbin/keel")).unwrap();
+    std::fs::copy(&init, root.join("sbin/keel")).unwrap();
     for (sub, text) in [
         ("keel.d", CGROUP_SERVICES.to_string()),
         (

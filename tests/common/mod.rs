@@ -470,3 +470,18 @@ pub fn command_in(cg: &TestCgroup, mode: Mode, args: &[&str]) -> Option<Command>
     cmd.args(cg.wrap()).arg(keel()).args(args);
     Some(cmd)
 }
+
+/// `keel ctl ARGS` with `env`: (exit code, stdout, stderr).
+pub fn keel_ctl(args: &[&str], env: &[(&str, &Path)]) -> (i32, String, String) {
+    let out = Command::new(keel())
+        .arg("ctl")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
